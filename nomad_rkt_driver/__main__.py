@@ -1,0 +1,3 @@
+from nomad_rkt_driver.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The nomad-rkt-driver command: plugin mode (no arguments, launched by Nomad) and operator commands."""

@@ -1,0 +1,101 @@
+"""Operator commands. Each one that asks the driver something launches the plugin executable
+through the go-plugin handshake, exactly as a Nomad agent would."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from nomad_rkt_driver.cli.hclfile import encode_like_nomad, plugin_block
+from nomad_rkt_driver.cli.plugin_client import PluginProcess
+from nomad_rkt_driver.config.plugin import PluginConfig
+from nomad_rkt_driver.driver.driver import plugin_version
+from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+
+HEALTH = {0: "undetected", 1: "unhealthy", 2: "healthy"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nomad-rkt-driver",
+        description="A daemonless, rkt-style Nomad task driver. Without arguments (and with Nomad's "
+        "handshake environment) it serves the plugin protocol.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("version", help="print the plugin version")
+    fp = sub.add_parser("fingerprint", help="start the plugin as Nomad would and show what Nomad would see")
+    fp.add_argument(
+        "--plugin-config",
+        type=Path,
+        default=None,
+        help='an HCL file with a plugin "rkt" { config { ... } } block (default: none)',
+    )
+    fp.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def dispatch(args: list[str]) -> int:
+    opts = _parser().parse_args(args)
+    if opts.command == "version":
+        print(plugin_version())
+        return 0
+    if opts.command == "fingerprint":
+        return _fingerprint(opts.plugin_config, opts.json)
+    return 2
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return result
+
+
+def _fingerprint(config_path: Path | None, as_json: bool) -> int:
+    try:
+        body = plugin_block(config_path) if config_path else {}
+    except (OSError, ValueError) as exc:
+        print(f"nomad-rkt-driver: {exc}", file=sys.stderr)
+        return 1
+    with PluginProcess() as plugin:
+        info = plugin.base.PluginInfo(base_pb2.PluginInfoRequest())
+        schema = plugin.base.ConfigSchema(base_pb2.ConfigSchemaRequest())
+        try:
+            plugin.base.SetConfig(
+                base_pb2.SetConfigRequest(
+                    msgpack_config=encode_like_nomad(PluginConfig, body), plugin_api_version="v0.1.0"
+                )
+            )
+        except grpc.RpcError as exc:
+            print(f"nomad-rkt-driver: the plugin refused its config: {exc.details()}", file=sys.stderr)
+            return 1
+        task_schema = plugin.driver.TaskConfigSchema(driver_pb2.TaskConfigSchemaRequest())
+        caps = plugin.driver.Capabilities(driver_pb2.CapabilitiesRequest())
+        stream = plugin.driver.Fingerprint(driver_pb2.FingerprintRequest())
+        first = next(iter(stream))
+        stream.cancel()
+    report = {
+        "plugin": _as_dict(info),
+        "health": HEALTH.get(first.health, str(first.health)),
+        "health_description": first.health_description,
+        "attributes": {k: _as_dict(v) for k, v in sorted(first.attributes.items())},
+        "capabilities": _as_dict(caps.capabilities),
+        "plugin_config_schema": _as_dict(schema.spec),
+        "task_config_schema": _as_dict(task_schema.spec),
+    }
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"plugin   {info.name} {info.plugin_version} (API {', '.join(info.plugin_api_versions)})")
+    print(f"health   {report['health']}: {first.health_description}")
+    for key, value in sorted(first.attributes.items()):
+        shown = value.WhichOneof("value")
+        print(f"  {key} = {getattr(value, shown) if shown else ''}{value.unit}")
+    print("capabilities", json.dumps(report["capabilities"]))
+    print("plugin config attributes:", ", ".join(sorted(schema.spec.object.attributes)))
+    print("task config attributes:  ", ", ".join(sorted(task_schema.spec.object.attributes)))
+    return 0 if first.health == 2 else 3

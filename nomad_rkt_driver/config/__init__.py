@@ -1,0 +1,1 @@
+"""Plugin and task configuration, each declared once as a dataclass."""

@@ -1,0 +1,72 @@
+"""The agent-side plugin configuration: ``plugin "rkt" { config { ... } }``.
+
+Declared once here; the hclspec, the decoder, ``plugin.hcl`` and the docs derive from it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Final
+
+from nomad_rkt_driver.config.durations import Duration
+from nomad_rkt_driver.config.fields import setting
+
+WHERE: Final = 'plugin "rkt" config'
+MIN_FINGERPRINT_PERIOD_S: Final = 1.0
+
+
+def _binary(value: str) -> None:
+    if not value.strip():
+        raise ValueError("must name a program: a name looked up in PATH or an absolute path")
+    if os.sep in value and not os.path.isabs(value):
+        raise ValueError(f'"{value}" is a relative path; give an absolute path or a bare program name')
+
+
+def _absolute_dirs(value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError('must list at least one directory, e.g. ["/usr/lib/cni"]')
+    for path in value:
+        if not os.path.isabs(path):
+            raise ValueError(f'"{path}" is not an absolute path; write e.g. "/usr/lib/cni"')
+
+
+def _absolute_dir(value: str) -> None:
+    if not os.path.isabs(value):
+        raise ValueError(f'"{value}" is not an absolute path; write e.g. "/var/lib/nomad-rkt-driver"')
+
+
+def _fingerprint_period(value: Duration) -> None:
+    if value < MIN_FINGERPRINT_PERIOD_S:
+        raise ValueError(f'must be at least 1s (got "{value.go_string()}"); the default is "30s"')
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """Settings an operator gives the driver in the Nomad agent's configuration."""
+
+    runtime: str = setting(
+        "runc",
+        "OCI runtime that runs the pods: a program name looked up in PATH, or an absolute path.",
+        validate=_binary,
+    )
+    conmon: str = setting(
+        "conmon",
+        "Per-task monitor (Debian's conmon) that keeps a pod and its exit code while the plugin restarts.",
+        validate=_binary,
+    )
+    cni_path: tuple[str, ...] = setting(
+        ["/usr/lib/cni", "/opt/cni/bin"],
+        "Directories searched, in order, for the CNI plugin binaries (ptp, bridge, host-local, portmap).",
+        validate=_absolute_dirs,
+    )
+    data_dir: str = setting(
+        "/var/lib/nomad-rkt-driver",
+        "Where the driver keeps its image store and pod state; must be on a local filesystem.",
+        validate=_absolute_dir,
+    )
+    fingerprint_period: Duration = setting(
+        Duration(30.0),
+        "How often the driver re-checks its health for Nomad (at least 1s).",
+        validate=_fingerprint_period,
+    )

@@ -1,0 +1,112 @@
+"""The job-side task configuration: ``task "x" { driver = "rkt" config { ... } }``.
+
+Declared once here; the hclspec Nomad validates jobs with, the decoder and the docs derive
+from it. Later issues grow this class; the mechanism stays.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from nomad_rkt_driver.config.fields import setting
+
+WHERE: Final = "rkt task config"
+
+# rkt's --insecure-options values (rkt/flag/secflags.go), plus "none" which the old Nomad
+# rkt driver accepted to force secure mode.
+INSECURE_OPTIONS: Final = (
+    "none",
+    "image",
+    "tls",
+    "http",
+    "pubkey",
+    "capabilities",
+    "paths",
+    "seccomp",
+    "all-fetch",
+    "all-run",
+    "all",
+)
+_NET_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LABEL: Final = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _image(value: str) -> None:
+    if not value.strip():
+        raise ValueError('must name an image, e.g. "docker://busybox:1.36" or "example.com/app:v1"')
+    if value != value.strip():
+        raise ValueError(f'"{value}" has leading or trailing spaces; remove them')
+
+
+def _insecure_options(value: tuple[str, ...]) -> None:
+    for option in value:
+        if option not in INSECURE_OPTIONS:
+            raise ValueError(
+                f'"{option}" is not one of rkt\'s insecure options; valid values are: ' + ", ".join(INSECURE_OPTIONS)
+            )
+    if "none" in value and len(value) > 1:
+        raise ValueError('"none" forces secure mode and cannot be combined with other values')
+
+
+def _nets(value: tuple[str, ...]) -> None:
+    for name in value:
+        if not _NET_NAME.match(name):
+            raise ValueError(
+                f'"{name}" is not a network name; use "default", "host", "none" or a CNI network '
+                "name made of letters, digits, '.', '_' and '-'"
+            )
+    if len(set(value)) != len(value):
+        raise ValueError("lists a network more than once")
+    for exclusive in ("host", "none"):
+        if exclusive in value and len(value) > 1:
+            raise ValueError(f'"{exclusive}" cannot be combined with other networks')
+
+
+def _port_map(value: dict[str, str]) -> None:
+    for label, port_name in value.items():
+        if not _LABEL.match(label):
+            raise ValueError(f'"{label}" is not a Nomad port label (letters, digits and _ only)')
+        if not port_name.strip():
+            raise ValueError(f'the image port name for "{label}" is empty; write e.g. {label} = "8080-tcp"')
+
+
+def _port_labels(value: tuple[str, ...]) -> None:
+    for label in value:
+        if not _LABEL.match(label):
+            raise ValueError(f'"{label}" is not a Nomad port label (letters, digits and _ only)')
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What a job says about one rkt task."""
+
+    image: str = setting(
+        None,
+        "The image to run: docker://, oci:, oci-archive:, docker-archive:, an ACI URL "
+        "or file, or an appc name. A bare reference means docker://.",
+        required=True,
+        validate=_image,
+    )
+    command: str | None = setting(None, "Replaces the image's entrypoint/exec (rkt's --exec).")
+    args: tuple[str, ...] = setting([], "Arguments appended to the command (rkt semantics).")
+    port_map: dict[str, str] = setting(
+        {}, 'Maps a Nomad port label to a port the image names, rkt style: http = "8080-tcp".', validate=_port_map
+    )
+    ports: tuple[str, ...] = setting(
+        [], "Nomad port labels to forward to the pod, docker style.", validate=_port_labels
+    )
+    net: tuple[str, ...] = setting(
+        ["default"], 'Networks to join: "default", "host", "none" or named CNI networks.', validate=_nets
+    )
+    insecure_options: tuple[str, ...] = setting(
+        [],
+        "rkt's --insecure-options: security checks to switch off "
+        "(image, tls, http, pubkey, capabilities, paths, seccomp, "
+        "all-fetch, all-run, all).",
+        validate=_insecure_options,
+    )
+    trust_prefix: str | None = setting(
+        None, "Trust signing keys found by discovery for this image name prefix (rkt trust --prefix)."
+    )

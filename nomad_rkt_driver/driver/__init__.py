@@ -1,0 +1,1 @@
+"""The driver: Nomad's DriverPlugin methods in domain types, composing the service packages."""

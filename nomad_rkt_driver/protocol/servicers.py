@@ -1,0 +1,177 @@
+"""gRPC servicers: decode the request, call the driver, encode the reply. Nothing else.
+
+Every driver error passes through ``status.abort`` so the mapping to codes lives in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import empty_pb2
+
+from nomad_rkt_driver.config.plugin import PluginConfig
+from nomad_rkt_driver.config.task import TaskConfig
+from nomad_rkt_driver.driver.driver import RktDriver, plugin_version
+from nomad_rkt_driver.protocol import convert, schema, status
+from nomad_rkt_driver.protocol.gen import (
+    base_pb2,
+    base_pb2_grpc,
+    driver_pb2,
+    driver_pb2_grpc,
+    grpc_controller_pb2,
+    grpc_controller_pb2_grpc,
+    grpc_stdio_pb2,
+    grpc_stdio_pb2_grpc,
+)
+from nomad_rkt_driver.types import PLUGIN_API_VERSIONS, PLUGIN_NAME
+
+log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+R = TypeVar("R")
+
+
+async def _call(context: Context, rpc: str, work: Callable[[], Awaitable[R]]) -> R:
+    try:
+        return await work()
+    except Exception as exc:  # every failure becomes a status; bugs are logged in status.abort
+        await status.abort(context, exc, rpc)
+
+
+class BasePluginServicer(base_pb2_grpc.BasePluginServicer):
+    def __init__(self, driver: RktDriver) -> None:
+        self._driver = driver
+
+    async def PluginInfo(self, request: base_pb2.PluginInfoRequest, context: Context) -> base_pb2.PluginInfoResponse:
+        return base_pb2.PluginInfoResponse(
+            type=base_pb2.DRIVER,
+            plugin_api_versions=list(PLUGIN_API_VERSIONS),
+            plugin_version=plugin_version(),
+            name=PLUGIN_NAME,
+        )
+
+    async def ConfigSchema(
+        self, request: base_pb2.ConfigSchemaRequest, context: Context
+    ) -> base_pb2.ConfigSchemaResponse:
+        return base_pb2.ConfigSchemaResponse(spec=schema.render(PluginConfig))
+
+    async def SetConfig(self, request: base_pb2.SetConfigRequest, context: Context) -> base_pb2.SetConfigResponse:
+        agent = convert.agent_config_from_proto(request)
+        await _call(context, "SetConfig", lambda: self._driver.set_config(request.msgpack_config, agent))
+        return base_pb2.SetConfigResponse()
+
+
+class DriverServicer(driver_pb2_grpc.DriverServicer):
+    def __init__(self, driver: RktDriver) -> None:
+        self._driver = driver
+
+    async def TaskConfigSchema(
+        self, request: driver_pb2.TaskConfigSchemaRequest, context: Context
+    ) -> driver_pb2.TaskConfigSchemaResponse:
+        return driver_pb2.TaskConfigSchemaResponse(spec=schema.render(TaskConfig))
+
+    async def Capabilities(
+        self, request: driver_pb2.CapabilitiesRequest, context: Context
+    ) -> driver_pb2.CapabilitiesResponse:
+        caps = convert.capabilities_to_proto(self._driver.capabilities())
+        return driver_pb2.CapabilitiesResponse(capabilities=caps)
+
+    async def Fingerprint(
+        self, request: driver_pb2.FingerprintRequest, context: Context
+    ) -> AsyncIterator[driver_pb2.FingerprintResponse]:
+        async for fp in self._driver.fingerprints():
+            yield convert.fingerprint_to_proto(fp)
+
+    async def TaskEvents(
+        self, request: driver_pb2.TaskEventsRequest, context: Context
+    ) -> AsyncIterator[driver_pb2.DriverTaskEvent]:
+        async for event in self._driver.task_events():
+            yield convert.event_to_proto(event)
+
+    async def StartTask(self, request: driver_pb2.StartTaskRequest, context: Context) -> driver_pb2.StartTaskResponse:
+        task = convert.task_from_proto(request.task)
+        await _call(context, "StartTask", lambda: self._driver.start_task(task))
+        raise AssertionError("start_task returns only by raising in this version")
+
+    async def RecoverTask(
+        self, request: driver_pb2.RecoverTaskRequest, context: Context
+    ) -> driver_pb2.RecoverTaskResponse:
+        # Nomad leaves task_id empty; the id lives in the handle's config.
+        task_id = request.task_id or request.handle.config.id
+        await _call(context, "RecoverTask", lambda: self._driver.recover_task(task_id))
+        return driver_pb2.RecoverTaskResponse()
+
+    async def WaitTask(self, request: driver_pb2.WaitTaskRequest, context: Context) -> driver_pb2.WaitTaskResponse:
+        await _call(context, "WaitTask", lambda: self._driver.wait_task(request.task_id))
+        raise AssertionError("wait_task returns only by raising in this version")
+
+    async def StopTask(self, request: driver_pb2.StopTaskRequest, context: Context) -> driver_pb2.StopTaskResponse:
+        timeout_s = request.timeout.ToTimedelta().total_seconds()
+        await _call(context, "StopTask", lambda: self._driver.stop_task(request.task_id, timeout_s, request.signal))
+        return driver_pb2.StopTaskResponse()
+
+    async def DestroyTask(
+        self, request: driver_pb2.DestroyTaskRequest, context: Context
+    ) -> driver_pb2.DestroyTaskResponse:
+        await _call(context, "DestroyTask", lambda: self._driver.destroy_task(request.task_id, request.force))
+        return driver_pb2.DestroyTaskResponse()
+
+    async def InspectTask(
+        self, request: driver_pb2.InspectTaskRequest, context: Context
+    ) -> driver_pb2.InspectTaskResponse:
+        await _call(context, "InspectTask", lambda: self._driver.inspect_task(request.task_id))
+        raise AssertionError("inspect_task returns only by raising in this version")
+
+    async def TaskStats(
+        self, request: driver_pb2.TaskStatsRequest, context: Context
+    ) -> AsyncIterator[driver_pb2.TaskStatsResponse]:
+        await _call(context, "TaskStats", lambda: self._driver.task_stats(request.task_id))
+        yield driver_pb2.TaskStatsResponse()  # unreachable: task_stats raises for every task today
+
+    async def SignalTask(
+        self, request: driver_pb2.SignalTaskRequest, context: Context
+    ) -> driver_pb2.SignalTaskResponse:
+        await _call(context, "SignalTask", lambda: self._driver.signal_task(request.task_id, request.signal))
+        return driver_pb2.SignalTaskResponse()
+
+    async def ExecTask(self, request: driver_pb2.ExecTaskRequest, context: Context) -> driver_pb2.ExecTaskResponse:
+        await _call(context, "ExecTask", lambda: self._driver.exec_task(request.task_id))
+        raise AssertionError("exec_task returns only by raising in this version")
+
+    async def ExecTaskStreaming(
+        self, request_iterator: AsyncIterator[driver_pb2.ExecTaskStreamingRequest], context: Context
+    ) -> AsyncIterator[driver_pb2.ExecTaskStreamingResponse]:
+        async for message in request_iterator:
+            task_id: str = message.setup.task_id
+            await _call(context, "ExecTaskStreaming", lambda: self._driver.exec_task(task_id))  # noqa: B023
+            break
+        return
+        yield  # makes this an async generator
+
+
+class ControllerServicer(grpc_controller_pb2_grpc.GRPCControllerServicer):
+    """go-plugin's Shutdown: answer, then let the server stop and the process exit."""
+
+    def __init__(self, shutdown: asyncio.Event) -> None:
+        self._shutdown = shutdown
+
+    async def Shutdown(self, request: grpc_controller_pb2.Empty, context: Context) -> grpc_controller_pb2.Empty:
+        log.debug("shutdown requested by the host")
+        asyncio.get_running_loop().call_soon(self._shutdown.set)
+        return grpc_controller_pb2.Empty()
+
+
+class StdioServicer(grpc_stdio_pb2_grpc.GRPCStdioServicer):
+    """go-plugin's stdio mirror. The plugin never writes to stdout/stderr outside its logs, so the
+    stream carries no data and simply stays open until the server stops."""
+
+    def __init__(self, shutdown: asyncio.Event) -> None:
+        self._shutdown = shutdown
+
+    async def StreamStdio(self, request: empty_pb2.Empty, context: Context) -> AsyncIterator[grpc_stdio_pb2.StdioData]:
+        await self._shutdown.wait()
+        return
+        yield  # makes this an async generator

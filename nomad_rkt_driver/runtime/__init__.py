@@ -1,0 +1,1 @@
+"""Everything that runs the OCI runtime and the per-task monitor."""
