@@ -104,6 +104,12 @@ type Instance struct {
 // killed at test cleanup unless the test already did so.
 func Launch(t testing.TB) *Instance {
 	t.Helper()
+	return LaunchPath(t, PluginPath(t))
+}
+
+// LaunchPath is Launch for an explicit executable.
+func LaunchPath(t testing.TB, path string) *Instance {
+	t.Helper()
 	inst := &Instance{Stderr: &SyncBuffer{}, Logs: &SyncBuffer{}}
 	logger := hclog.New(&hclog.LoggerOptions{
 		Name:       "agent",
@@ -114,7 +120,7 @@ func Launch(t testing.TB) *Instance {
 	inst.Client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          plugin.PluginSet{"driver": connPlugin{}},
-		Cmd:              exec.Command(PluginPath(t)),
+		Cmd:              exec.Command(path),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           logger,
 		Stderr:           inst.Stderr,

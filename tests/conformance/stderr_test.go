@@ -13,6 +13,43 @@ const hclogTimeLayout = "2006-01-02T15:04:05.000000Z07:00"
 
 var hclogLevels = map[string]bool{"trace": true, "debug": true, "info": true, "warn": true, "error": true}
 
+type entry struct{ level, message string }
+
+// checkStderrLines checks raw stderr is hclog JSON the agent can parse and
+// returns its entries.
+func checkStderrLines(t testing.TB, stderr string) []entry {
+	t.Helper()
+	var raw []entry
+	lines := jsonLines(stderr)
+	if len(lines) == 0 {
+		t.Errorf("the plugin wrote nothing on stderr")
+		return nil
+	}
+	for _, line := range lines {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Errorf("stderr line is not a JSON object: %q", line)
+			continue
+		}
+		lvl, ok1 := obj["@level"].(string)
+		msg, ok2 := obj["@message"].(string)
+		ts, ok3 := obj["@timestamp"].(string)
+		if !ok1 || !ok2 || !ok3 {
+			t.Errorf("@level/@message/@timestamp must all be JSON strings (a non-string panics the agent): %q", line)
+			continue
+		}
+		if !hclogLevels[lvl] {
+			t.Errorf("@level %q is not one of trace/debug/info/warn/error: %q", lvl, line)
+		}
+		if _, err := time.Parse(hclogTimeLayout, ts); err != nil {
+			t.Errorf("@timestamp %q does not match %s: %v", ts, hclogTimeLayout, err)
+		}
+		raw = append(raw, entry{lvl, msg})
+	}
+
+	return raw
+}
+
 func jsonLines(s string) []string {
 	var out []string
 	sc := bufio.NewScanner(strings.NewReader(s))
@@ -40,33 +77,7 @@ func TestStderrIsHclogJSON(t *testing.T) {
 	}
 	in.MustKillGracefully(t) // waits for go-plugin's stderr reader to finish
 
-	type entry struct{ level, message string }
-	var raw []entry
-	lines := jsonLines(in.Stderr.String())
-	if len(lines) == 0 {
-		t.Fatalf("the plugin wrote nothing on stderr during launch, config, a bad SetConfig and shutdown")
-	}
-	for _, line := range lines {
-		var obj map[string]any
-		if err := json.Unmarshal([]byte(line), &obj); err != nil {
-			t.Errorf("stderr line is not a JSON object: %q", line)
-			continue
-		}
-		lvl, ok1 := obj["@level"].(string)
-		msg, ok2 := obj["@message"].(string)
-		ts, ok3 := obj["@timestamp"].(string)
-		if !ok1 || !ok2 || !ok3 {
-			t.Errorf("@level/@message/@timestamp must all be JSON strings (a non-string panics the agent): %q", line)
-			continue
-		}
-		if !hclogLevels[lvl] {
-			t.Errorf("@level %q is not one of trace/debug/info/warn/error: %q", lvl, line)
-		}
-		if _, err := time.Parse(hclogTimeLayout, ts); err != nil {
-			t.Errorf("@timestamp %q does not match %s: %v", ts, hclogTimeLayout, err)
-		}
-		raw = append(raw, entry{lvl, msg})
-	}
+	raw := checkStderrLines(t, in.Stderr.String())
 
 	// go-plugin re-logs under the logger sub-named after the executable and
 	// adds the parsed time as a "timestamp" pair; a plugin's own "@module"
