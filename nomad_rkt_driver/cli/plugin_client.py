@@ -37,6 +37,7 @@ class PluginProcess:
 
     def __init__(self, command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         child_env = dict(os.environ if env is None else env)
+        child_env.setdefault("NOMAD_RKT_LOG_LEVEL", "warn")  # operator commands show results, not chatter
         child_env[handshake.COOKIE_KEY] = handshake.COOKIE_VALUE
         child_env["PLUGIN_PROTOCOL_VERSIONS"] = str(handshake.APP_PROTOCOL_VERSION)
         self.proc = subprocess.Popen(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nomad_rkt_driver.protocol.gen import attribute_pb2, base_pb2, driver_pb2
@@ -68,9 +70,10 @@ def capabilities_to_proto(caps: Capabilities) -> driver_pb2.DriverCapabilities:
 
 
 def timestamp(epoch: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(epoch * 1e9))
-    return ts
+    # Split before scaling: epoch * 1e9 in a float loses the sub-microsecond part.
+    seconds = math.floor(epoch)
+    nanos = min(round((epoch - seconds) * 1e9), 999_999_999)
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 def event_to_proto(event: TaskEvent) -> driver_pb2.DriverTaskEvent:

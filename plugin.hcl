@@ -1,0 +1,25 @@
+# The Nomad agent's configuration for the rkt task driver. Paste this into the agent's config
+# (or pass it with -config=plugin.hcl) and put the nomad-rkt-driver executable, named "rkt",
+# in the agent's plugin_dir. Every option is shown with its default.
+# Generated from nomad_rkt_driver/config/plugin.py: run `make plugin.hcl` after changing it.
+
+plugin "rkt" {
+  config {
+    # OCI runtime that runs the pods: a program name looked up in PATH, or an absolute path.
+    runtime = "runc"
+
+    # Per-task monitor (Debian's conmon) that keeps a pod and its exit code while the plugin
+    # restarts.
+    conmon = "conmon"
+
+    # Directories searched, in order, for the CNI plugin binaries (ptp, bridge, host-local,
+    # portmap).
+    cni_path = ["/usr/lib/cni", "/opt/cni/bin"]
+
+    # Where the driver keeps its image store and pod state; must be on a local filesystem.
+    data_dir = "/var/lib/nomad-rkt-driver"
+
+    # How often the driver re-checks its health for Nomad (at least 1s).
+    fingerprint_period = "30s"
+  }
+}
