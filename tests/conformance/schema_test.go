@@ -138,9 +138,7 @@ func TestTaskConfigReachesPlugin(t *testing.T) {
 	// Checked while the driver is UNDETECTED on purpose: a config that can
 	// never work must not be reported as retryable.
 	wantCode(t, err, codes.InvalidArgument, "insecure_options")
-	if _, derr := StatusDetail0(err, StructsPkg+"RecoverableError"); derr == nil {
-		if rec, _ := StatusDetail0(err, StructsPkg+"RecoverableError"); AsMap(rec)["recoverable"] == true {
-			t.Errorf("invalid insecure_options was marked recoverable")
-		}
+	if rec, derr := StatusDetail0(err, StructsPkg+"RecoverableError"); derr == nil && AsMap(rec)["recoverable"] == true {
+		t.Errorf("invalid insecure_options was marked recoverable")
 	}
 }
