@@ -11,7 +11,7 @@ import msgpack
 from nomad_rkt_driver.config.fields import settings
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_hcl(path: Path) -> dict[str, Any]:
     import hcl2
     from hcl2 import SerializationOptions
 
@@ -21,7 +21,7 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-def _single(value: Any) -> Any:
+def single(value: Any) -> Any:
     # python-hcl2 gives every block as a list of bodies; a config block appears once.
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
         return value[0]
@@ -30,11 +30,11 @@ def _single(value: Any) -> Any:
 
 def plugin_block(path: Path, name: str = "rkt") -> dict[str, Any]:
     """The ``config {}`` body of ``plugin "<name>"`` in ``path`` ({} when absent)."""
-    data = _load(path)
+    data = load_hcl(path)
     for plugin in data.get("plugin", []):
         if name in plugin:
-            body = _single(plugin[name]) or {}
-            config = _single(body.get("config", {})) or {}
+            body = single(plugin[name]) or {}
+            config = single(body.get("config", {})) or {}
             return dict(config)
     raise ValueError(f'{path}: no plugin "{name}" block; add plugin "{name}" {{ config {{ ... }} }}')
 
@@ -48,6 +48,6 @@ def encode_like_nomad(cls: type, body: dict[str, Any]) -> bytes:
     full: dict[str, Any] = dict.fromkeys(declared)
     for key, value in body.items():
         setting = declared.get(key)
-        full[key] = _single(value) if setting is not None and setting.hcl_type.startswith("map") else value
+        full[key] = single(value) if setting is not None and setting.hcl_type.startswith("map") else value
     packed: bytes = msgpack.packb(full, use_bin_type=True)
     return packed

@@ -30,6 +30,7 @@ class _Meta:
     required: bool
     validate: Validator | None
     is_block: bool
+    block_attrs: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,27 @@ class Setting:
     default: Any  # the Python default (None for an optional value without one)
     validate: Validator | None
     block: type | None  # the nested configuration class of a block
+    block_attrs: bool = False  # a map written as a block: port_map { http = "8080-tcp" }
 
     @property
     def has_default(self) -> bool:
         return self.default is not None and not self.required
 
 
-def setting(default: Any = None, doc: str = "", *, required: bool = False, validate: Validator | None = None) -> Any:
-    """Declare an attribute. Mutable defaults (lists, dicts) are copied per instance."""
-    meta = {META_KEY: _Meta(doc=doc, required=required, validate=validate, is_block=False)}
+def setting(
+    default: Any = None,
+    doc: str = "",
+    *,
+    required: bool = False,
+    validate: Validator | None = None,
+    block_attrs: bool = False,
+) -> Any:
+    """Declare an attribute. Mutable defaults (lists, dicts) are copied per instance.
+
+    ``block_attrs`` declares a map that jobs write as a block of attributes (rkt's and docker's
+    ``port_map { http = "8080-tcp" }``) instead of ``port_map = { ... }``.
+    """
+    meta = {META_KEY: _Meta(doc=doc, required=required, validate=validate, is_block=False, block_attrs=block_attrs)}
     if isinstance(default, list | dict):
         frozen = tuple(default) if isinstance(default, list) else dict(default)
         return dataclasses.field(
@@ -101,6 +114,8 @@ def settings(cls: type) -> Iterator[Setting]:
         else:
             default = None
         python_type = hints[f.name]
+        if meta.block_attrs and typing.get_origin(python_type) is not dict:
+            raise TypeError(f"{cls.__name__}.{f.name}: block_attrs needs a dict[str, X] annotation")
         yield Setting(
             name=f.name,
             python_type=python_type,
@@ -110,6 +125,7 @@ def settings(cls: type) -> Iterator[Setting]:
             default=default,
             validate=meta.validate,
             block=python_type if meta.is_block else None,
+            block_attrs=meta.block_attrs,
         )
 
 

@@ -92,7 +92,10 @@ class TaskConfig:
     command: str | None = setting(None, "Replaces the image's entrypoint/exec (rkt's --exec).")
     args: tuple[str, ...] = setting([], "Arguments appended to the command (rkt semantics).")
     port_map: dict[str, str] = setting(
-        {}, 'Maps a Nomad port label to a port the image names, rkt style: http = "8080-tcp".', validate=_port_map
+        {},
+        'Maps a Nomad port label to a port the image names, rkt style: port_map { http = "8080-tcp" }.',
+        validate=_port_map,
+        block_attrs=True,
     )
     ports: tuple[str, ...] = setting(
         [], "Nomad port labels to forward to the pod, docker style.", validate=_port_labels

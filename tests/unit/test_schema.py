@@ -61,3 +61,9 @@ def test_every_attr_has_a_type() -> None:
     for cls in (PluginConfig, TaskConfig, Sample):
         attrs = walk(render(cls))
         assert attrs and all(a.type and a.name for a in attrs)
+
+
+def test_maps_written_as_blocks_are_block_attrs() -> None:
+    port_map = render(TaskConfig).object.attributes["port_map"]
+    assert port_map.WhichOneof("block") == "block_attrs"
+    assert port_map.block_attrs == hclspec.BlockAttrs(name="port_map", type="string")

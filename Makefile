@@ -1,0 +1,24 @@
+# The two commands of the README:
+#   make demo   set up this machine and show the driver as a Nomad agent would see it
+#   make test   set up this machine and run the whole test suite (what CI runs)
+.PHONY: setup test check demo bench proto plugin.hcl
+
+setup:
+	scripts/setup.sh
+
+test: setup check
+
+check:
+	scripts/test.sh
+
+demo: setup
+	.venv/bin/nomad-rkt-driver fingerprint --plugin-config plugin.hcl
+
+bench: setup
+	.venv/bin/python bench/handshake/run.py
+
+proto:
+	PATH="$(CURDIR)/.venv/bin:$$PATH" scripts/genproto.sh
+
+plugin.hcl:
+	.venv/bin/python -c "from nomad_rkt_driver.config.render import plugin_hcl; print(plugin_hcl(), end='')" > plugin.hcl
