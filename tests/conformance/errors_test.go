@@ -35,7 +35,7 @@ func TestStartTaskWhileUndetected(t *testing.T) {
 	t.Parallel()
 	in := Launch(t)
 	mustSetConfig(t, in, encodePlugin(t, in, undetectedPlugin), true)
-	_, err := call(t, in, mStartTask, startTaskReq(t, encodeTask(t, in, validTask)))
+	_, err := call(t, in, mStartTask, startTaskReq(t, encodeTask(t, in, taskBlock(t, in, `["image", "tls"]`))))
 	checkRecoverable(t, err)
 }
 

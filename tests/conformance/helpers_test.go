@@ -44,21 +44,44 @@ const undetectedPlugin = `plugin "rkt" {
 }
 `
 
-// validTask is a task block using every attribute named in the contract.
-const validTask = `task "web" {
+// taskBlock is a job task using every attribute named in the contract, with
+// the given insecure_options list. port_map is written as an attribute or as
+// a block, whichever the plugin's TaskConfigSchema declares.
+func taskBlock(t *testing.T, in *Instance, insecure string) string {
+	t.Helper()
+	portMap := `port_map = { http = "8080" }`
+	if isBlockAttrs(objectKeys(t, schemaSpec(t, in, mTaskConfigSchema))["port_map"]) {
+		portMap = "port_map {\n      http = \"8080\"\n    }"
+	}
+	return fmt.Sprintf(`task "web" {
   driver = "rkt"
   config {
     image            = "docker://docker.io/library/busybox:1.36"
     command          = "/bin/sh"
     args             = ["-c", "sleep 600"]
-    port_map         = { http = "8080" }
     ports            = ["http"]
     net              = ["default"]
-    insecure_options = ["image", "tls"]
+    insecure_options = %s
     trust_prefix     = "docker.io/library"
+    %s
   }
 }
-`
+`, insecure, portMap)
+}
+
+// isBlockAttrs reports whether a spec (possibly under Default) is BlockAttrs.
+func isBlockAttrs(s hcldec.Spec) bool {
+	for {
+		switch v := s.(type) {
+		case *hcldec.DefaultSpec:
+			s = v.Primary
+		case *hcldec.BlockAttrsSpec:
+			return true
+		default:
+			return false
+		}
+	}
+}
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -130,11 +130,10 @@ func TestTaskConfigReachesPlugin(t *testing.T) {
 	in := Launch(t)
 	mustSetConfig(t, in, encodePlugin(t, in, undetectedPlugin), true)
 
-	_, err := call(t, in, mStartTask, startTaskReq(t, encodeTask(t, in, validTask)))
+	_, err := call(t, in, mStartTask, startTaskReq(t, encodeTask(t, in, taskBlock(t, in, `["image", "tls"]`))))
 	checkRecoverable(t, err)
 
-	bogus := strings.Replace(validTask, `["image", "tls"]`, `["bogus"]`, 1)
-	_, err = call(t, in, mStartTask, startTaskReq(t, encodeTask(t, in, bogus)))
+	_, err = call(t, in, mStartTask, startTaskReq(t, encodeTask(t, in, taskBlock(t, in, `["bogus"]`))))
 	// Checked while the driver is UNDETECTED on purpose: a config that can
 	// never work must not be reported as retryable.
 	wantCode(t, err, codes.InvalidArgument, "insecure_options")
