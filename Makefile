@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set up this machine and show the driver as a Nomad agent would see it
 #   make test   set up this machine and run the whole test suite (what CI runs)
-.PHONY: setup test check demo bench proto plugin.hcl
+.PHONY: setup test check demo bench proto plugin.hcl docs
 
 setup:
 	scripts/setup.sh
@@ -22,3 +22,6 @@ proto:
 
 plugin.hcl:
 	.venv/bin/python -c "from nomad_rkt_driver.config.render import plugin_hcl; print(plugin_hcl(), end='')" > plugin.hcl
+
+docs:
+	.venv/bin/python -c "from nomad_rkt_driver.config.render import reference_md; print(reference_md(), end='')" > docs/configuration.md

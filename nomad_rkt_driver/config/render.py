@@ -36,3 +36,53 @@ def plugin_hcl(name: str = "rkt") -> str:
         body += _attribute(setting, "    ")
         body.append("")
     return HEADER + f'\nplugin "{name}" {{\n  config {{\n' + "\n".join(body).rstrip() + "\n  }\n}\n"
+
+
+def _type_of(setting: Setting) -> str:
+    if setting.block is not None:
+        return "block"
+    if setting.block_attrs:
+        return f"block of {setting.hcl_type.removeprefix('map(').removesuffix(')')} attributes"
+    return setting.hcl_type
+
+
+def _default_of(setting: Setting) -> str:
+    if setting.required:
+        return "required"
+    if setting.has_default and setting.block is None:
+        return f"`{hcl_literal(setting.default)}`"
+    return "unset"
+
+
+def _table(cls: type) -> list[str]:
+    rows = ["| name | type | default | meaning |", "|---|---|---|---|"]
+    for s in settings(cls):
+        meaning = s.doc.replace("|", r"\|")
+        rows.append(f"| `{s.name}` | {_type_of(s)} | {_default_of(s)} | {meaning} |")
+    return rows
+
+
+def reference_md() -> str:
+    """docs/configuration.md: both configs as tables, from their declarations."""
+    from nomad_rkt_driver.config.task import TaskConfig
+
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `nomad_rkt_driver/config/plugin.py` and `config/task.py` (`make docs`); a test keeps",
+        "this file equal to the declarations, which are also what the plugin returns from ConfigSchema and",
+        "TaskConfigSchema.",
+        "",
+        "Task options are validated by Nomad (through the schema) and again by StartTask today; they take",
+        "effect as the images, pods and networks work lands (see the README's status table).",
+        "",
+        '## Agent: `plugin "rkt" { config { ... } }`',
+        "",
+        *_table(PluginConfig),
+        "",
+        '## Job: `task "x" { driver = "rkt" config { ... } }`',
+        "",
+        *_table(TaskConfig),
+        "",
+    ]
+    return "\n".join(lines)
