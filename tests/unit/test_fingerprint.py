@@ -84,3 +84,28 @@ def test_cgroup_v1_without_memory_is_a_problem(tmp_path: Path) -> None:
 
 def test_this_hosts_cgroups_are_usable() -> None:
     assert not cgroups().problem
+
+
+def test_not_root_is_unhealthy(config: PluginConfig) -> None:
+    # A real unprivileged process: fork, drop to nobody, probe, report back through a pipe.
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            fp = probe(config, "0.1.0")
+            os.write(write_end, f"{fp.health.name}|{fp.description}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged probe crashed"
+    health, description = answer.split("|", 1)
+    assert health == "UNHEALTHY" and "root" in description
