@@ -30,9 +30,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-# The Go conformance harness (its own module) needs the machine's Go toolchain (>= 1.24).
+# The Go conformance harness (its own module) needs the machine's Go toolchain (>= 1.26, see its go.mod).
 export PATH="$PATH:/usr/local/go/bin"
-command -v go >/dev/null || { echo "setup: Go is not installed; the conformance tests need Go >= 1.24" >&2; exit 1; }
+command -v go >/dev/null || { echo "setup: Go is not installed; the conformance tests need Go >= 1.26" >&2; exit 1; }
+go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
+[ "$go_minor" -ge 26 ] 2>/dev/null || { echo "setup: $(go env GOVERSION) is too old; the conformance tests need Go >= 1.26" >&2; exit 1; }
 if [ -f tests/conformance/go.mod ]; then
   (cd tests/conformance && go mod download)
 fi

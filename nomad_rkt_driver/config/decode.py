@@ -27,10 +27,11 @@ def unpack(data: bytes, where: str) -> dict[str, Any] | None:
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException) as exc:
+        reason = str(exc) or type(exc).__name__
         raise InvalidConfig(
             where,
             "",
-            f"the msgpack bytes could not be decoded ({exc}); "
+            f"the msgpack bytes could not be decoded ({reason}); "
             "they must be Nomad's cty msgpack encoding of the config block",
         ) from exc
     if value is not None and not isinstance(value, dict):
