@@ -1,3 +1,5 @@
+# mypy: disallow-untyped-calls=False
+# (grpcio-tools writes no types for the *_pb2_grpc helpers)
 """The floor: the smallest honest go-plugin server a Python plugin can be.
 
 grpc.aio server on a unix socket, the health service with "plugin" = SERVING, a GRPCController whose
@@ -20,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nomad_rkt_driver.protocol.gen import grpc_controller_pb2, grpc_controller_pb2_grpc
 
 
-class Controller(grpc_controller_pb2_grpc.GRPCControllerServicer):  # type: ignore[misc]
+class Controller(grpc_controller_pb2_grpc.GRPCControllerServicer):
     def __init__(self, stop: asyncio.Event) -> None:
         self._stop = stop
 
@@ -32,7 +34,7 @@ class Controller(grpc_controller_pb2_grpc.GRPCControllerServicer):  # type: igno
 async def serve() -> None:
     stop = asyncio.Event()
     server = grpc.aio.server()
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     await health_servicer.set("plugin", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     grpc_controller_pb2_grpc.add_GRPCControllerServicer_to_server(Controller(stop), server)

@@ -1,3 +1,5 @@
+# mypy: disallow-untyped-calls=False
+# (grpcio-tools writes no types for the *_pb2_grpc stubs)
 """Start-up benchmark: the plugin against the floor (bench/handshake/floor_server.py).
 
 Nomad launches a driver plugin three times at agent boot, so per launch we measure, interleaved run
@@ -27,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,7 +51,8 @@ COMMANDS: Final = {
     "floor": [sys.executable, str(REPO / "bench" / "handshake" / "floor_server.py")],
     "plugin": [str(Path(sys.executable).parent / "nomad-rkt-driver")],
 }
-ENV: Final = {
+PYCACHE: Final = REPO / "bench" / "results" / "pycache"
+ENV: dict[str, str] = {
     **os.environ,
     "NOMAD_PLUGIN_MAGIC_COOKIE": "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255",
     "PLUGIN_PROTOCOL_VERSIONS": "2",
@@ -58,6 +61,7 @@ HANDSHAKE_TIMEOUT_S: Final = 30.0
 EXIT_TIMEOUT_S: Final = 2.0  # go-plugin's Kill() waits this long after Shutdown, then SIGKILL
 IDLE_S: Final = 1.0
 GOAL_RATIO: Final = 1.3  # issue goal: handshake time and idle RSS within 1.3x the floor
+GOALS: Final = ("handshake_s", "rss_mib")
 METRICS: Final = {
     "handshake_s": "exec -> handshake (s)",
     "rss_mib": "idle RSS (MiB)",
@@ -71,13 +75,12 @@ class LaunchFailed(Exception):
 
 
 @dataclass
-class Plugin:
-    """A launched plugin process with its handshake done."""
+class Launch:
+    """A launched server process (floor or plugin) with its handshake done."""
 
     proc: subprocess.Popen[bytes]
     target: str
     handshake_s: float
-    stderr: bytearray = field(default_factory=bytearray)
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.target)
@@ -124,8 +127,14 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+        return f"{exc.code()} {exc.details()}"
+    return str(exc) or type(exc).__name__
+
+
 @contextlib.contextmanager
-def launched(name: str) -> Iterator[Plugin]:
+def launched(name: str) -> Iterator[Launch]:
     """Spawn as Nomad does (stdin /dev/null, stdout/stderr pipes) and read the handshake line."""
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -145,10 +154,12 @@ def launched(name: str) -> Iterator[Plugin]:
         parts = line.decode().strip().split("|")
         if len(parts) < 5 or parts[:2] != ["1", "2"] or parts[2] != "unix" or parts[4] != "grpc":
             raise LaunchFailed(f"bad handshake line {line!r}")
-        yield Plugin(proc, f"unix:{parts[3]}", handshake_s, stderr)
+        yield Launch(proc, f"unix:{parts[3]}", handshake_s)
     except Exception as exc:
-        tail = stderr[-800:].decode(errors="replace").strip()
-        raise LaunchFailed(f"{name}: {exc}" + (f"\n  stderr tail: {tail}" if tail else "")) from exc
+        if proc.poll() is not None:
+            drain.join(timeout=1.0)  # let the drain catch the last words
+        last = stderr.decode(errors="replace").strip().splitlines()[-1:]
+        raise LaunchFailed(f"{name}: {_reason(exc)}" + (f" (last stderr line: {last[0]})" if last else "")) from exc
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -168,18 +179,21 @@ def _proc_kib(path: str, key: str) -> float | None:
 
 def measure(name: str) -> dict[str, float]:
     """One launch: handshake time, memory after IDLE_S, Shutdown -> exit."""
-    with launched(name) as plugin:
-        channel = plugin.channel()
-        grpc.channel_ready_future(channel).result(timeout=2.0)  # connect outside the timed Shutdown
+    with launched(name) as server:
+        channel = server.channel()
+        try:
+            grpc.channel_ready_future(channel).result(timeout=2.0)  # connect outside the timed Shutdown
+        except grpc.FutureTimeoutError:
+            raise LaunchFailed(f"no gRPC connection to {server.target} within 2 s") from None
         time.sleep(IDLE_S)
-        sample = {"handshake_s": plugin.handshake_s}
-        rss = _proc_kib(f"/proc/{plugin.proc.pid}/status", "VmRSS")
-        pss = _proc_kib(f"/proc/{plugin.proc.pid}/smaps_rollup", "Pss")
+        sample = {"handshake_s": server.handshake_s}
+        rss = _proc_kib(f"/proc/{server.proc.pid}/status", "VmRSS")
+        pss = _proc_kib(f"/proc/{server.proc.pid}/smaps_rollup", "Pss")
         if rss is not None:
             sample["rss_mib"] = rss / 1024
         if pss is not None:
             sample["pss_mib"] = pss / 1024
-        sample["shutdown_s"] = plugin.stop(channel)
+        sample["shutdown_s"] = server.stop(channel)
         return sample
 
 
@@ -214,13 +228,13 @@ def cycles(name: str, steps: list[Callable[[grpc.Channel], None]]) -> list[float
     times = []
     for step in steps:
         start = time.perf_counter()
-        with launched(name) as plugin:
-            channel = plugin.channel()
+        with launched(name) as server:
+            channel = server.channel()
             try:
                 step(channel)
             except grpc.RpcError as exc:
-                raise LaunchFailed(f"{step.__name__.strip('_')}: {exc.code()} {exc.details()}") from exc
-            plugin.stop(channel)
+                raise LaunchFailed(f"{step.__name__.strip('_')}: {_reason(exc)}") from exc
+            server.stop(channel)
         times.append(time.perf_counter() - start)
     return times
 
@@ -235,7 +249,8 @@ def summary(values: list[float]) -> dict[str, float]:
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    git = ["git", "-C", str(REPO), "describe", "--always", "--dirty"]
+    commit = subprocess.run(git, capture_output=True, text=True)
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -244,6 +259,7 @@ def machine() -> dict[str, Any]:
         "grpcio": grpc.__version__,
         "commit": commit.stdout.strip(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadavg_at_end": os.getloadavg(),
     }
 
 
@@ -251,9 +267,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15, help="measured runs per target (default 15)")
     parser.add_argument("--quick", action="store_true", help="3 runs, for CI smoke use")
+    parser.add_argument(
+        "--pycache",
+        choices=("prefix", "inherit"),
+        default="prefix",
+        help="prefix: children write/read bytecode under bench/results/pycache, like an installed wheel (default); "
+        "inherit: children get this environment's bytecode settings unchanged",
+    )
     parser.add_argument("--output", type=Path, default=RESULT, help=f"JSON result (default {RESULT.relative_to(REPO)})")
     opts = parser.parse_args()
     runs = 3 if opts.quick else opts.runs
+    if opts.pycache == "prefix":
+        # An installed wheel has bytecode for every module; a dev shell may set PYTHONDONTWRITEBYTECODE, which
+        # makes every launch compile the project from source. Keep .pyc files under bench/results instead.
+        ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+        ENV["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    load_at_start = os.getloadavg()
     samples: dict[str, dict[str, list[float]]] = {name: {m: [] for m in METRICS} for name in COMMANDS}
     boot: dict[str, list[float]] = {
         "plugin_total_s": [],
@@ -293,7 +322,7 @@ def main() -> int:
             attempt(functools.partial(record_launch, name))
         for work in (record_boot, record_floor_cycles) if run % 2 == 0 else (record_floor_cycles, record_boot):
             attempt(work)
-        print(f"run {run + 1}/{runs} done", file=sys.stderr)
+        print(f"run {run + 1}/{runs} done", file=sys.stderr, flush=True)
 
     stats = {name: {m: summary(v) for m, v in metrics.items()} for name, metrics in samples.items()}
     boot_stats = {key: summary(values) for key, values in boot.items()}
@@ -303,13 +332,13 @@ def main() -> int:
 
     ratios = {m: ratio(stats["plugin"][m], stats["floor"][m]) for m in METRICS}
     ratios["boot_total"] = ratio(boot_stats["plugin_total_s"], boot_stats["floor_3_cycles_s"])
-    goal = {
-        m: {"ratio": ratios[m], "limit": GOAL_RATIO, "met": ratios[m] is not None and ratios[m] <= GOAL_RATIO}
-        for m in ("handshake_s", "rss_mib")
-    }
+    goal = {m: {"ratio": ratios[m], "limit": GOAL_RATIO, "met": (ratios[m] or 1e9) <= GOAL_RATIO} for m in GOALS}
     result = {
         "machine": machine(),
         "runs": runs,
+        "pycache": opts.pycache,
+        "loadavg_at_start": load_at_start,
+        "pythondontwritebytecode": ENV.get("PYTHONDONTWRITEBYTECODE"),
         "idle_s": IDLE_S,
         "commands": COMMANDS,
         "samples": samples,
@@ -334,7 +363,11 @@ def _fmt(value: float | None, metric: str) -> str:
 
 def print_report(result: dict[str, Any]) -> None:
     stats, ratios = result["summary"], result["ratios"]
-    print(f"\n{result['runs']} runs, {result['machine']['nproc']} cores, {result['machine']['cpu']}")
+    where = result["machine"]
+    print(
+        f"\n{result['runs']} runs, {where['nproc']} cores, {where['cpu']}, pycache={result['pycache']}, "
+        f"load {result['loadavg_at_start'][0]:.1f} -> {where['loadavg_at_end'][0]:.1f}"
+    )
     print(f"{'metric':24}{'floor med':>10}{'p90':>8}{'min':>8}{'plugin med':>12}{'p90':>8}{'min':>8}{'ratio':>8}")
     for metric, label in METRICS.items():
         row = [stats[name][metric].get(k) for name in ("floor", "plugin") for k in ("median", "p90", "min")]
