@@ -7,7 +7,6 @@ applied here from the same declaration that rendered the schema. Every refusal i
 
 from __future__ import annotations
 
-import difflib
 import typing
 from typing import Any, TypeVar
 
@@ -77,6 +76,8 @@ def decode(cls: type[T], raw: dict[str, Any] | None, where: str, prefix: str = "
 
 
 def _unknown_hint(key: str, known: list[str]) -> str:
+    import difflib  # only on this error path: keeps plugin start-up light
+
     close = difflib.get_close_matches(key, known, n=1)
     hint = f'did you mean "{close[0]}"? ' if close else ""
     return f"is not a known attribute; {hint}known attributes are: {', '.join(sorted(known))}"

@@ -1,5 +1,8 @@
 """RktDriver: Nomad's driver methods expressed in domain types.
 
+Modules needed only by some RPCs (decoding, the task config, the host probe) are imported where
+they are used: Nomad starts the plugin three times at boot and the first launch needs none of them.
+
 Tasks cannot be started yet (the pods issue brings runc/conmon supervision); every method is
 already truthful about that: lookups of a task answer NotFound, stop/destroy are idempotent,
 and StartTask validates the task config and the host before saying it is not implemented.
@@ -10,14 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from importlib import metadata
 
-from nomad_rkt_driver.config.decode import decode_msgpack
+from nomad_rkt_driver import __version__
 from nomad_rkt_driver.config.plugin import WHERE as PLUGIN_WHERE
 from nomad_rkt_driver.config.plugin import PluginConfig
-from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.driver.events import EventBus
-from nomad_rkt_driver.driver.fingerprint import probe
 from nomad_rkt_driver.driver.signals import parse_signal
 from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument, NotFound, NotImplementedYet
 from nomad_rkt_driver.types import (
@@ -48,11 +48,8 @@ CAPABILITIES = Capabilities(
 
 
 def plugin_version() -> str:
-    """The installed package's version (what PluginInfo reports)."""
-    try:
-        return metadata.version("nomad-rkt-driver")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
+    """The plugin's version (what PluginInfo reports)."""
+    return __version__
 
 
 def task_where(name: str) -> str:
@@ -73,6 +70,8 @@ class RktDriver:
 
     async def set_config(self, data: bytes, agent: AgentConfig | None) -> None:
         """Decode and validate the agent's plugin config; a later call replaces an earlier one."""
+        from nomad_rkt_driver.config.decode import decode_msgpack
+
         config = decode_msgpack(PluginConfig, data, PLUGIN_WHERE)
         self.config = config
         if agent is not None:
@@ -89,6 +88,8 @@ class RktDriver:
 
     async def fingerprint(self) -> Fingerprint:
         """Probe the host once with the current config (in a thread: it may run --version)."""
+        from nomad_rkt_driver.driver.fingerprint import probe
+
         return await asyncio.to_thread(probe, self.config, plugin_version())
 
     async def fingerprints(self) -> AsyncIterator[Fingerprint]:
@@ -112,6 +113,9 @@ class RktDriver:
 
     async def start_task(self, task: TaskRequest) -> None:
         """Validate the task config and the host; starting pods comes with the pods issue."""
+        from nomad_rkt_driver.config.decode import decode_msgpack
+        from nomad_rkt_driver.config.task import TaskConfig
+
         if not task.id:
             raise InvalidArgument("StartTask needs a task id")
         decode_msgpack(TaskConfig, task.driver_config, task_where(task.name))

@@ -56,3 +56,12 @@ def test_events_always_carry_a_timestamp() -> None:
     msg = convert.event_to_proto(TaskEvent("a/t/x", "a", "t", 1700000000.25, "pulling", {"layer": "1/3"}))
     assert msg.timestamp.seconds == 1700000000 and msg.timestamp.nanos == 250_000_000
     assert msg.annotations["layer"] == "1/3"
+
+
+def test_version_constant_is_the_package_version() -> None:
+    from importlib import metadata
+
+    from nomad_rkt_driver import __version__
+    from nomad_rkt_driver.driver.driver import plugin_version
+
+    assert plugin_version() == __version__ == metadata.version("nomad-rkt-driver")
