@@ -24,3 +24,5 @@ else
   echo "tests/conformance is missing" >&2
   exit 1
 fi
+step "benchmark smoke run (reports ratios, fails only if a launch fails)"
+python bench/handshake/run.py --quick
