@@ -12,7 +12,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Runtime parts the driver drives, and what the tests build images and networks with.
-apt_packages=(runc conmon containernetworking-plugins iptables iproute2 busybox-static python3-venv ca-certificates)
+apt_packages=(runc conmon containernetworking-plugins iptables iproute2 busybox-static python3-venv ca-certificates
+  docker-registry skopeo umoci gnupg apache2-utils openssl)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

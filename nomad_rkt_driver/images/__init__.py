@@ -1,0 +1,1 @@
+"""Images without a daemon: references, registry client, content-addressed store, safe unpacking."""
