@@ -107,8 +107,68 @@ class TaskEvent:
 
 
 @dataclass(frozen=True)
+class PortMapping:
+    """One of the alloc's ports: host port ``value`` on ``host_ip``, optionally mapped ``to``."""
+
+    label: str
+    value: int
+    to: int = 0
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path Nomad wants inside the task (volume_mount, CSI, host volumes)."""
+
+    task_path: str
+    host_path: str
+    readonly: bool = False
+    propagation_mode: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    task_path: str
+    host_path: str
+    cgroup_permissions: str = "rwm"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Nomad's resource decisions for one task (MHz, MiB, and the computed Linux values)."""
+
+    cpu_mhz: int = 0
+    memory_mb: int = 0
+    memory_max_mb: int = 0
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpu_shares: int = 0
+    memory_limit_bytes: int = 0
+    oom_score_adj: int = 0
+    cpuset_cpus: str = ""
+    cpuset_cgroup: str = ""
+    ports: tuple[PortMapping, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkIsolation:
+    """Where Nomad wants the task's network: its own netns path in GROUP mode."""
+
+    mode: NetworkMode = NetworkMode.HOST
+    path: str = ""
+    hostname: str = ""
+
+
+@dataclass(frozen=True)
+class DNS:
+    servers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TaskRequest:
-    """The parts of Nomad's TaskConfig the driver reads (more join with the pods issue)."""
+    """Nomad's TaskConfig in domain form: everything the driver may use to start a task."""
 
     id: str
     name: str
@@ -118,3 +178,71 @@ class TaskRequest:
     alloc_dir: str = ""
     stdout_path: str = ""
     stderr_path: str = ""
+    user: str = ""
+    resources: Resources = field(default_factory=Resources)
+    mounts: tuple[Mount, ...] = ()
+    devices: tuple[Device, ...] = ()
+    network: NetworkIsolation = field(default_factory=NetworkIsolation)
+    dns: DNS | None = None
+    job_id: str = ""
+    job_name: str = ""
+    task_group: str = ""
+    namespace: str = ""
+    node_id: str = ""
+    node_name: str = ""
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    """How a task ended; a death by signal N is exit_code 128+N with signal N (Nomad's executor)."""
+
+    exit_code: int = 0
+    signal: int = 0
+    oom_killed: bool = False
+
+    @property
+    def successful(self) -> bool:
+        return self.exit_code == 0 and self.signal == 0 and not self.oom_killed
+
+
+@dataclass(frozen=True)
+class CpuUsage:
+    """CPU use over the last interval: percents of one core, ticks in MHz, throttling counters."""
+
+    system_mode: float = 0.0
+    user_mode: float = 0.0
+    percent: float = 0.0
+    total_ticks: float = 0.0
+    throttled_periods: int = 0
+    throttled_time_ns: int = 0
+    measured: tuple[str, ...] = ()  # names among Nomad's: System Mode, User Mode, Percent, ...
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    """Memory in bytes."""
+
+    rss: int = 0
+    cache: int = 0
+    swap: int = 0
+    usage: int = 0
+    max_usage: int = 0
+    kernel_usage: int = 0
+    kernel_max_usage: int = 0
+    measured: tuple[str, ...] = ()  # names among Nomad's: RSS, Cache, Swap, Usage, Max Usage, ...
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    cpu: CpuUsage = field(default_factory=CpuUsage)
+    memory: MemoryUsage = field(default_factory=MemoryUsage)
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """One sample for TaskStats: the pod as a whole and, where known, per pid."""
+
+    task_id: str
+    timestamp: float
+    total: ResourceUsage
+    by_pid: dict[int, ResourceUsage] = field(default_factory=dict)

@@ -65,3 +65,50 @@ def test_version_constant_is_the_package_version() -> None:
     from nomad_rkt_driver.driver.driver import plugin_version
 
     assert plugin_version() == __version__ == metadata.version("nomad-rkt-driver")
+
+
+def test_task_config_from_proto_keeps_what_the_driver_needs() -> None:
+    msg = driver_pb2.TaskConfig(
+        id="a1/web/xyz",
+        name="web",
+        alloc_id="a1",
+        msgpack_driver_config=b"\x80",
+        env={"NOMAD_PORT_http": "8080"},
+        alloc_dir="/var/nomad/alloc/a1",
+        stdout_path="/x/.web.stdout.fifo",
+        stderr_path="/x/.web.stderr.fifo",
+        user="nobody",
+        task_group_name="g",
+        job_name="j",
+        job_id="j",
+        namespace="default",
+        resources=driver_pb2.Resources(
+            allocated_resources=driver_pb2.AllocatedTaskResources(
+                cpu=driver_pb2.AllocatedCpuResources(cpu_shares=500),
+                memory=driver_pb2.AllocatedMemoryResources(memory_mb=256, memory_max_mb=512),
+            ),
+            linux_resources=driver_pb2.LinuxResources(
+                cpu_shares=500, memory_limit_bytes=512 << 20, cpuset_cgroup="/nomad.slice/share.slice"
+            ),
+            ports=[driver_pb2.PortMapping(label="http", value=23456, to=8080, host_ip="127.0.0.1")],
+        ),
+        mounts=[driver_pb2.Mount(task_path="/data", host_path="/srv/data", readonly=True)],
+        network_isolation_spec=driver_pb2.NetworkIsolationSpec(
+            mode=driver_pb2.NetworkIsolationSpec.GROUP, path="/var/run/netns/a1"
+        ),
+        dns=driver_pb2.DNSConfig(servers=["1.1.1.1"]),
+    )
+    task = convert.task_from_proto(msg)
+    assert task.resources.memory_max_mb == 512 and task.resources.memory_limit_bytes == 512 << 20
+    assert task.resources.ports[0].to == 8080 and task.resources.ports[0].host_ip == "127.0.0.1"
+    assert task.mounts[0].readonly and task.network.path == "/var/run/netns/a1"
+    assert task.network.mode.name == "GROUP" and task.dns is not None and task.dns.servers == ("1.1.1.1",)
+    assert task.user == "nobody" and task.task_group == "g"
+
+
+def test_exit_results() -> None:
+    from nomad_rkt_driver.types import ExitResult
+
+    msg = convert.exit_result_to_proto(ExitResult(exit_code=137, signal=9))
+    assert (msg.exit_code, msg.signal, msg.oom_killed) == (137, 9, False)
+    assert ExitResult().successful and not ExitResult(exit_code=0, signal=0, oom_killed=True).successful
