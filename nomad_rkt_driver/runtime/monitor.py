@@ -1,0 +1,190 @@
+"""Start a pod's container under Debian's ``conmon`` so it outlives the plugin.
+
+conmon (passthrough mode) runs ``runc create``, reaps the container and writes its exit
+status to ``<exit dir>/<id>`` (``128+signo`` for a signal death) and an ``oom`` file to its
+persist dir when the kernel OOM-killed the container. The task's stdout/stderr are Nomad's
+FIFOs, opened O_WRONLY here and handed to conmon as its fds 1 and 2; conmon passes them to
+the container unchanged. conmon double-forks and starts a new session, so it survives the
+process that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import select
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from nomad_rkt_driver.errors import DriverError, FailedPrecondition, NotFound
+from nomad_rkt_driver.runtime.runc import Runc, runc_message
+
+log = logging.getLogger(__name__)
+
+FIFO_OPEN_TIMEOUT_S: Final = 10.0
+FIFO_RETRY_S: Final = 0.02
+CREATE_TIMEOUT_S: Final = 30.0
+CONMON_EXIT_TIMEOUT_S: Final = 10.0
+
+
+class CreateFailed(FailedPrecondition):
+    """``runc create`` under conmon failed; the message carries runc's reason."""
+
+
+@dataclass(frozen=True)
+class MonitorPaths:
+    """Files conmon reads and writes for one pod."""
+
+    exit_dir: Path
+    persist_dir: Path
+    conmon_pidfile: Path
+    container_pidfile: Path
+    runc_log: Path
+
+    def exit_file(self, pod_id: str) -> Path:
+        return self.exit_dir / pod_id
+
+
+def open_log_fd(path: str, timeout_s: float = FIFO_OPEN_TIMEOUT_S) -> int:
+    """Open Nomad's FIFO (or a file such as /dev/null) O_WRONLY, waiting up to ``timeout_s`` for a reader.
+
+    Raises NotFound when the path does not exist and FailedPrecondition (recoverable) when no reader
+    (Nomad's logmon) opens the FIFO in time.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise NotFound(f"log path {path} does not exist; Nomad's logmon creates it before StartTask") from exc
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise FailedPrecondition(f"cannot open log path {path}: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise FailedPrecondition(
+                    f"no reader opened the log FIFO {path} within {timeout_s}s; is Nomad's logmon running?",
+                    recoverable=True,
+                ) from exc
+            time.sleep(FIFO_RETRY_S)
+            continue
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        return fd
+
+
+def conmon_args(conmon: str, runc: Runc, pod_id: str, bundle: Path, paths: MonitorPaths) -> list[str]:
+    """The conmon command line (passthrough logs, our runc root, runc's own log for errors)."""
+    args = [
+        conmon, "--api-version", "1", "-c", pod_id, "-u", pod_id, "-n", pod_id,
+        "-r", runc.binary, "-b", str(bundle), "-p", str(paths.container_pidfile),
+        "--exit-dir", str(paths.exit_dir), "--persist-dir", str(paths.persist_dir),
+        "--conmon-pidfile", str(paths.conmon_pidfile), "-l", "passthrough:", "--log-level", "error",
+    ]  # fmt: skip
+    for extra in ("--root", str(runc.root), "--log", str(paths.runc_log), "--log-format", "json"):
+        args += ["--runtime-arg", extra]
+    return args
+
+
+def read_sync(fd: int, timeout_s: float) -> bytes:
+    """Read conmon's sync pipe until EOF or the first complete JSON line, within ``timeout_s``."""
+    data = b""
+    deadline = time.monotonic() + timeout_s
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise CreateFailed(f"conmon did not report the container within {timeout_s}s", recoverable=True)
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def runc_error(runc_log: Path) -> str:
+    """The last error runc wrote to its JSON log, or a hint when there is none."""
+    try:
+        lines = runc_log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "runc left no log"
+    for line in reversed(lines):
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("level") in ("error", "fatal"):
+                return str(entry.get("msg", line))
+    return runc_message("\n".join(lines))
+
+
+def start_monitored(
+    conmon: str, runc: Runc, pod_id: str, bundle: Path, paths: MonitorPaths, stdout_path: str, stderr_path: str
+) -> int:
+    """Run ``runc create`` for ``pod_id`` under a detached conmon; return the container pid.
+
+    The container is left *created* (``runc start`` is the caller's). Raises CreateFailed with
+    runc's reason, NotFound/FailedPrecondition for the log paths.
+    """
+    with contextlib.ExitStack() as fds:
+        out_fd = open_log_fd(stdout_path)
+        fds.callback(os.close, out_fd)
+        err_fd = open_log_fd(stderr_path)
+        fds.callback(os.close, err_fd)
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        fds.callback(os.close, sync_r)
+        try:
+            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(sync_w)}
+            proc = subprocess.Popen(
+                conmon_args(conmon, runc, pod_id, bundle, paths),
+                stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd, env=env,
+                pass_fds=(sync_w,), start_new_session=True, close_fds=True,
+            )  # fmt: skip
+        except OSError as exc:
+            raise FailedPrecondition(f"cannot run conmon {conmon}: {exc}; install conmon", recoverable=True) from exc
+        finally:
+            os.close(sync_w)
+        try:
+            rc = proc.wait(CONMON_EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.wait()
+            raise CreateFailed(f"conmon for {pod_id} did not detach within {CONMON_EXIT_TIMEOUT_S}s") from exc
+        if rc != 0:
+            raise CreateFailed(f"conmon for {pod_id} exited with status {rc}: {runc_error(paths.runc_log)}")
+        return _container_pid(read_sync(sync_r, CREATE_TIMEOUT_S), pod_id, paths)
+
+
+def _container_pid(sync: bytes, pod_id: str, paths: MonitorPaths) -> int:
+    try:
+        pid = int(json.loads(sync.decode()).get("data", -1)) if sync.strip() else -1
+    except (ValueError, AttributeError):
+        pid = -1
+    if pid <= 0:
+        raise CreateFailed(f"runc could not create pod {pod_id}: {runc_error(paths.runc_log)}")
+    return pid
+
+
+def read_pid(path: Path) -> int:
+    """A pid from a pid file, 0 when missing or garbled."""
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def read_exit_code(path: Path) -> int | None:
+    """conmon's exit file: the status, or None while the container is still running."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise DriverError(f"exit file {path} holds {text!r}, not a number; destroy the pod") from exc

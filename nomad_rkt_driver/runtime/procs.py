@@ -1,0 +1,54 @@
+"""Facts about host processes read from /proc, guarded against pid reuse by start times."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Final
+
+PAGE_BYTES: Final = os.sysconf("SC_PAGE_SIZE")
+_STARTTIME_FIELD: Final = 19  # index of field 22 (starttime) after the ")" of /proc/PID/stat
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot; None when it is gone or a zombie."""
+    if pid <= 0:
+        return None
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[_STARTTIME_FIELD])
+
+
+def alive(pid: int, started: int) -> bool:
+    """True while the process ``pid`` that started at ``started`` ticks still runs (not a zombie)."""
+    now = start_time(pid)
+    return now is not None and (started == 0 or now == started)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes (0 when gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * PAGE_BYTES
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return 0
+
+
+def kill(pid: int, started: int, signum: int) -> bool:
+    """Send ``signum`` to ``pid`` only if it is still the process that started at ``started``."""
+    if not alive(pid, started):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+        return True
+    return False
