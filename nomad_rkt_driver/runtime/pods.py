@@ -37,9 +37,10 @@ from nomad_rkt_driver.runtime.records import (
     result_from_json,
     result_to_json,
     write_atomic,
+    write_once,
 )
 from nomad_rkt_driver.runtime.runc import ContainerNotFound, ContainerNotRunning, Runc
-from nomad_rkt_driver.runtime.spec import PodSpec, build_config, host_hard_limits
+from nomad_rkt_driver.runtime.spec import PodSpec, build_config, host_limits
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Pods:
             if not os.path.exists(bind.source):
                 raise InvalidArgument(f"mount source {bind.source} (for {bind.destination}) does not exist on the host")
         spec = replace(spec, cgroups_path=spec.cgroups_path or f"{self.cgroup_parent}/{spec.pod_id}")
-        config = build_config(spec, "rootfs", host_hard_limits())
+        config = build_config(spec, "rootfs", host_limits())
         paths = self._paths(pod_dir)
         with contextlib.ExitStack() as undo:
             pod_dir.mkdir(parents=True)
@@ -167,7 +168,8 @@ class Pods:
                     or cgroups.oom_kills(record.cgroups_path) > 0
                 )
                 result, finished = ExitResult.from_status(code, oom_killed=oom), time.time()
-                write_atomic(result_file, result_to_json(result, finished))
+                if not write_once(result_file, result_to_json(result, finished)):
+                    result, finished = result_from_json(result_file.read_text(), str(result_file))
                 return PodStatus(pod_id, "exited", result, record.started_at, finished)
             running = procs.alive(record.container_pid, record.container_started)
             if attempt == 0 and (running or procs.alive(record.conmon_pid, record.conmon_started)):

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -109,14 +110,30 @@ class PodRecord:
             raise CorruptRecord(f"pod record {where} is corrupt ({exc}); destroy the pod and start it again") from exc
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` durably: temp file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def _durable_temp(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` durably (unique temp file, fsync, rename); safe from many threads."""
+    os.replace(_durable_temp(path, text), path)
+
+
+def write_once(path: Path, text: str) -> bool:
+    """Create ``path`` durably with ``text`` unless it exists (first writer wins); True if this call wrote it."""
+    tmp = _durable_temp(path, text)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True
 
 
 def result_to_json(result: ExitResult, finished_at: float) -> str:

@@ -30,37 +30,66 @@ DEFAULT_CAPS: Final = (
     "CAP_SYS_CHROOT",
 )
 
-# Every capability Linux 5.x/6.x knows (capability.h, up to CAP_CHECKPOINT_RESTORE = 40).
-ALL_CAPS: Final = (
-    *DEFAULT_CAPS,
-    "CAP_AUDIT_CONTROL",
-    "CAP_AUDIT_READ",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_LEASE",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_MAC_ADMIN",
-    "CAP_MAC_OVERRIDE",
-    "CAP_NET_ADMIN",
-    "CAP_NET_BROADCAST",
-    "CAP_PERFMON",
-    "CAP_SYSLOG",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_NICE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_WAKE_ALARM",
-)
+# Every capability Linux knows, by bit number (linux/capability.h).
+CAP_BITS: Final[dict[str, int]] = {
+    "CAP_CHOWN": 0,
+    "CAP_DAC_OVERRIDE": 1,
+    "CAP_DAC_READ_SEARCH": 2,
+    "CAP_FOWNER": 3,
+    "CAP_FSETID": 4,
+    "CAP_KILL": 5,
+    "CAP_SETGID": 6,
+    "CAP_SETUID": 7,
+    "CAP_SETPCAP": 8,
+    "CAP_LINUX_IMMUTABLE": 9,
+    "CAP_NET_BIND_SERVICE": 10,
+    "CAP_NET_BROADCAST": 11,
+    "CAP_NET_ADMIN": 12,
+    "CAP_NET_RAW": 13,
+    "CAP_IPC_LOCK": 14,
+    "CAP_IPC_OWNER": 15,
+    "CAP_SYS_MODULE": 16,
+    "CAP_SYS_RAWIO": 17,
+    "CAP_SYS_CHROOT": 18,
+    "CAP_SYS_PTRACE": 19,
+    "CAP_SYS_PACCT": 20,
+    "CAP_SYS_ADMIN": 21,
+    "CAP_SYS_BOOT": 22,
+    "CAP_SYS_NICE": 23,
+    "CAP_SYS_RESOURCE": 24,
+    "CAP_SYS_TIME": 25,
+    "CAP_SYS_TTY_CONFIG": 26,
+    "CAP_MKNOD": 27,
+    "CAP_LEASE": 28,
+    "CAP_AUDIT_WRITE": 29,
+    "CAP_AUDIT_CONTROL": 30,
+    "CAP_SETFCAP": 31,
+    "CAP_MAC_OVERRIDE": 32,
+    "CAP_MAC_ADMIN": 33,
+    "CAP_SYSLOG": 34,
+    "CAP_WAKE_ALARM": 35,
+    "CAP_BLOCK_SUSPEND": 36,
+    "CAP_AUDIT_READ": 37,
+    "CAP_PERFMON": 38,
+    "CAP_BPF": 39,
+    "CAP_CHECKPOINT_RESTORE": 40,
+}
+ALL_CAPS: Final = tuple(CAP_BITS)
+
+
+def caps_from_mask(mask_hex: str) -> frozenset[str]:
+    """Capability names in a /proc status mask such as ``CapBnd:\t000001fffeffffff``."""
+    mask = int(mask_hex, 16)
+    return frozenset(name for name, bit in CAP_BITS.items() if mask >> bit & 1)
+
+
+def bounding_caps(status_text: str) -> frozenset[str]:
+    """The capabilities a process may pass on, from the text of its /proc/PID/status."""
+    for line in status_text.splitlines():
+        if line.startswith("CapBnd:"):
+            return caps_from_mask(line.split(":", 1)[1].strip())
+    return frozenset(ALL_CAPS)
+
 
 MASKED_PATHS: Final = (
     "/proc/acpi",
@@ -110,7 +139,6 @@ ALWAYS_DENIED: Final = (
 )  # fmt: skip
 EPERM: Final = 1
 INSECURE_ALL: Final = frozenset({"all", "all-run"})
-INSECURE_KNOWN: Final = frozenset({"capabilities", "paths", "seccomp"}) | INSECURE_ALL
 
 
 def insecure(options: Iterable[str], protection: str) -> bool:
@@ -130,11 +158,20 @@ def normalise_cap(name: str) -> str:
     return cap
 
 
-def capability_set(cap_add: Iterable[str], cap_drop: Iterable[str], *, all_caps: bool) -> list[str]:
-    """The sorted capability list: defaults (or all), plus cap_add, minus cap_drop (``ALL`` allowed in both)."""
+def capability_set(
+    cap_add: Iterable[str], cap_drop: Iterable[str], *, all_caps: bool, host_caps: frozenset[str]
+) -> list[str]:
+    """The sorted capability list: defaults (or all the host has), plus cap_add, minus cap_drop.
+
+    ``ALL`` is allowed in both lists. Raises InvalidArgument when cap_add names a capability the
+    host (the runtime's bounding set, ``host_caps``) does not have.
+    """
     added = {normalise_cap(c) for c in cap_add}
     dropped = {normalise_cap(c) for c in cap_drop}
-    caps = set(ALL_CAPS) if all_caps or "ALL" in added else set(DEFAULT_CAPS)
+    missing = sorted(added - host_caps - {"ALL"})
+    if missing:
+        raise InvalidArgument(f"cap_add {missing}: this host's runtime does not hold them; remove them from cap_add")
+    caps = set(host_caps) if all_caps or "ALL" in added else set(DEFAULT_CAPS) & host_caps
     caps |= added - {"ALL"}
     caps = set() if "ALL" in dropped else caps - dropped
     return sorted(caps)

@@ -61,7 +61,8 @@ class PodSpec:
     ``netns``: ``""`` gives the pod its own empty network namespace, ``"host"`` shares the
     host's, an absolute path joins that namespace (e.g. one Nomad or CNI created).
     ``insecure_options``: rkt's values; ``capabilities``/``paths``/``seccomp``/``all-run``/``all``
-    switch the matching protection off. ``cgroups_path`` empty → the pods facade chooses one.
+    switch the matching protection off (fetch-only values such as ``image`` are ignored here).
+    ``cgroups_path`` empty → the pods facade chooses one.
     """
 
     pod_id: str
@@ -85,9 +86,20 @@ class PodSpec:
     rlimits: tuple[Rlimit, ...] = ()
 
 
-def host_hard_limits() -> dict[str, int]:
-    """The hard limit of every RLIMIT_* on this host (``resource.RLIM_INFINITY`` as -1)."""
-    return {name: resource.getrlimit(getattr(resource, name))[1] for name in RLIMIT_NAMES}
+@dataclass(frozen=True)
+class HostLimits:
+    """What the host lets a pod have: hard rlimits (-1 = unlimited) and the bounding capabilities."""
+
+    hard_rlimits: dict[str, int]
+    caps: frozenset[str]
+
+
+def host_limits() -> HostLimits:
+    """This process's hard limit of every RLIMIT_* and its capability bounding set."""
+    hard = {name: resource.getrlimit(getattr(resource, name))[1] for name in RLIMIT_NAMES}
+    with open("/proc/self/status", encoding="ascii") as f:
+        caps = security.bounding_caps(f.read())
+    return HostLimits(hard_rlimits=hard, caps=caps)
 
 
 def process_block(spec: PodSpec) -> dict[str, Any]:
@@ -200,10 +212,10 @@ def namespaces_block(netns: str) -> list[dict[str, str]]:
     return spaces
 
 
-def security_blocks(spec: PodSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+def security_blocks(spec: PodSpec, host_caps: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(process additions, linux additions): capabilities, no_new_privileges, masked paths, seccomp."""
     all_caps = spec.privileged or security.insecure(spec.insecure_options, "capabilities")
-    caps = security.capability_set(spec.cap_add, spec.cap_drop, all_caps=all_caps)
+    caps = security.capability_set(spec.cap_add, spec.cap_drop, all_caps=all_caps, host_caps=host_caps)
     process: dict[str, Any] = {
         "capabilities": security.capabilities_block(caps),
         "noNewPrivileges": spec.no_new_privileges and not spec.privileged,
@@ -217,11 +229,11 @@ def security_blocks(spec: PodSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     return process, linux
 
 
-def build_config(spec: PodSpec, rootfs: str, host_hard: dict[str, int]) -> dict[str, Any]:
+def build_config(spec: PodSpec, rootfs: str, host: HostLimits) -> dict[str, Any]:
     """The whole OCI runtime config of ``spec`` with ``rootfs`` as root path; raises InvalidArgument."""
     process = process_block(spec)
-    process["rlimits"] = rlimits_block(spec.rlimits, host_hard)
-    sec_process, sec_linux = security_blocks(spec)
+    process["rlimits"] = rlimits_block(spec.rlimits, host.hard_rlimits)
+    sec_process, sec_linux = security_blocks(spec, host.caps)
     process.update(sec_process)
     linux: dict[str, Any] = {
         "resources": resources_block(spec.resources, privileged=spec.privileged),
