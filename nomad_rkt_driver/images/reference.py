@@ -217,7 +217,7 @@ class ACIFileReference:
 
     def __str__(self) -> str:
         # A relative path keeps its "./" so the string still reads as a path when parsed again.
-        if os.path.isabs(self.path) or self.path.startswith("./") or self.path.endswith(".aci"):
+        if os.path.isabs(self.path) or "./" in self.path or self.path.endswith(".aci"):
             return self.path
         return "./" + self.path
 
