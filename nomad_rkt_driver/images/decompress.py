@@ -41,6 +41,10 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+class CorruptLayer(InvalidArgument):
+    """The layer is not a readable (compressed) tar stream, or not the diff_id it should be."""
+
+
 class UnsupportedCompression(FailedPrecondition):
     """The layer is compressed with something this host cannot decompress."""
 
@@ -59,7 +63,7 @@ def decompressed(blob: IO[bytes], *, digest: str, media_type: str = "") -> Itera
 
     Raises:
         UnsupportedCompression: zstd without the ``zstd`` program.
-        InvalidArgument: the compressed stream is corrupt (raised when the block ends).
+        CorruptLayer: the compressed stream is corrupt.
     """
     head = blob.read(_SNIFF_BYTES)
     kind = sniff(head)
@@ -86,7 +90,7 @@ def decompressed(blob: IO[bytes], *, digest: str, media_type: str = "") -> Itera
     except (OSError, EOFError, lzma.LZMAError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
-        raise InvalidArgument(f"layer {digest}: corrupt {kind} stream: {exc}") from exc
+        raise CorruptLayer(f"layer {digest}: corrupt {kind} stream: {exc}") from exc
 
 
 def _real_fd(blob: IO[bytes], consumed: int) -> int | None:
@@ -123,7 +127,7 @@ def _child(kind: str, fd: int, digest: str) -> Iterator[Readable]:
         proc.stderr.close()
         code = proc.wait()
     if code != 0:
-        raise InvalidArgument(f"layer {digest}: corrupt {kind} stream ({kind} exited {code}: {err})")
+        raise CorruptLayer(f"layer {digest}: corrupt {kind} stream ({kind} exited {code}: {err})")
 
 
 class _Prepended(io.RawIOBase):

@@ -44,10 +44,19 @@ from pathlib import Path
 from typing import IO
 
 from nomad_rkt_driver.errors import InvalidArgument
-from nomad_rkt_driver.images.decompress import Readable, decompressed
+from nomad_rkt_driver.images.decompress import CorruptLayer, Readable, UnsupportedCompression, decompressed
 from nomad_rkt_driver.images.store import digest_hasher
 
 log = logging.getLogger(__name__)
+__all__ = [
+    "CorruptLayer",
+    "LayerBudgetExceeded",
+    "UnpackBudget",
+    "UnpackStats",
+    "UnsafeLayer",
+    "UnsupportedCompression",
+    "unpack_layer",
+]
 
 DEFAULT_MAX_BYTES = 16 << 30  # uncompressed tar stream of one layer
 DEFAULT_MAX_ENTRIES = 1_000_000
@@ -70,10 +79,6 @@ class UnsafeLayer(InvalidArgument):
 
 class LayerBudgetExceeded(UnsafeLayer):
     """The layer is bigger (uncompressed) or has more entries than the unpack budget allows."""
-
-
-class CorruptLayer(InvalidArgument):
-    """The layer is not a readable (compressed) tar stream, or not the diff_id it should be."""
 
 
 @dataclass(frozen=True)
@@ -298,6 +303,8 @@ class _Unpacker:
                 return
             raise self._refuse("the layer root must be a directory")
         base = parts[-1]
+        if any(p.startswith(_WHITEOUT + _WHITEOUT) for p in parts[:-1]):
+            return  # inside aufs bookkeeping dirs (.wh..wh.plnk/...)
         if base.startswith(_WHITEOUT):
             self._whiteout(parts[:-1], base)
             return
