@@ -416,7 +416,9 @@ class Store:
 
         Raises:
             BlobNotFound: the layer blob is not stored.
-            UnsafeLayer, LayerBudgetExceeded: see :mod:`nomad_rkt_driver.images.unpack`; nothing is left.
+            UnsafeLayer, LayerBudgetExceeded, CorruptLayer: see :mod:`nomad_rkt_driver.images.unpack`;
+                nothing is left.
+            StoreFull: the disk filled up while unpacking; nothing is left.
         """
         from nomad_rkt_driver.images import unpack  # unpack imports this module for its errors
 
@@ -427,7 +429,7 @@ class Store:
             if final.is_dir():
                 return final
             temp = self._temp_path("layer")
-            with self.open_blob(digest) as blob:
+            with self.open_blob(digest) as blob, _enospc_as_store_full(self.root):
                 unpack.unpack_layer(
                     blob,
                     temp,
