@@ -355,7 +355,11 @@ class FaultProxy:
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                         return
-                    self.wfile.write(chunk)
+                    try:
+                        self.wfile.write(chunk)
+                    except OSError:  # the client went away (a cancelled or timed-out pull)
+                        self.close_connection = True
+                        return
                     sent += len(chunk)
                     if rate:
                         time.sleep(len(chunk) / rate)

@@ -138,7 +138,9 @@ class RegistryClient:
         with self._send("GET", f"/v2/{repository}/blobs/{digest}", scope=_pull_scope(repository), what=what) as resp:
             self._raise_for_status(resp, what)
             try:
-                for chunk in resp.raw.stream(BLOB_CHUNK_BYTES, decode_content=False):
+                # read1: hand on whatever arrived (up to a chunk) instead of waiting for a full chunk,
+                # so a slow registry still shows progress and aborts/deadlines act at once.
+                while chunk := resp.raw.read1(BLOB_CHUNK_BYTES, decode_content=False):
                     write(chunk)
                     total += len(chunk)
                     if progress is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nomad_rkt_driver.images.manifest import PlatformNotFound
-from nomad_rkt_driver.images.pull import Puller, PullProgress
+from nomad_rkt_driver.images.pull import Puller, PullProgress, PullTimeout
 from nomad_rkt_driver.images.reference import DockerReference, parse_docker
 from nomad_rkt_driver.images.registryerrors import ImageNotFound, RegistryTLSError, RegistryUnavailable
 from nomad_rkt_driver.images.store import DigestMismatch, ImageRecord, Store
@@ -258,3 +258,13 @@ def _single_manifest_digest(layout: Path) -> str:
 
     (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
     return str(entry["digest"])
+
+
+def test_overall_timeout_is_recoverable_and_leaves_no_partial_blob(proxy: FaultProxy, store: Store, image: str) -> None:
+    proxy.throttle_bytes_per_s = 256 * 1024  # the 2 MB busybox layer needs ~8 s; the pull may take 1 s
+    started = time.monotonic()
+    with pytest.raises(PullTimeout, match="image_pull_timeout") as info:
+        pull(Puller(store), proxy.host, image, timeout_s=1.0)
+    assert info.value.recoverable and time.monotonic() - started < 10
+    assert leftovers(store) == []
+    assert store.lookup_image(str(ref(proxy.host, image))) is None
