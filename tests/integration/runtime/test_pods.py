@@ -17,6 +17,7 @@ import pytest
 from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument, NotFound
 from nomad_rkt_driver.runtime import bundle
 from nomad_rkt_driver.runtime.monitor import CreateFailed
+from nomad_rkt_driver.runtime.pods import PodLost
 from nomad_rkt_driver.runtime.records import CorruptRecord, ExitResult, PodRecord
 from nomad_rkt_driver.runtime.spec import Bind, PodSpec, Resources
 
@@ -222,3 +223,18 @@ def test_corrupt_record_is_a_clear_error_and_destroy_still_cleans(env: Env) -> N
         env.pods.load(record.pod_id)
     env.pods.destroy(record.pod_id)
     assert leftovers(env) == []
+
+
+def test_a_killed_monitor_makes_the_pod_lost_not_hung(env: Env) -> None:
+    record, _ = start(env, "sleep 60")
+    os.kill(record.conmon_pid, signal.SIGKILL)
+    time.sleep(0.1)
+    assert env.pods.status(record.pod_id).state == "running"  # the container itself still runs
+    os.kill(record.container_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while env.pods.status(record.pod_id).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert env.pods.status(record.pod_id).state == "gone"
+    with pytest.raises(PodLost, match="monitor is gone"):
+        env.pods.wait(record.pod_id, 1)
+    assert env.pods.stop(record.pod_id, signal.SIGTERM, 0.1) is None
