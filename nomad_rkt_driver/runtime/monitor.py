@@ -5,7 +5,8 @@ status to ``<exit dir>/<id>`` (``128+signo`` for a signal death) and an ``oom`` 
 persist dir when the kernel OOM-killed the container. The task's stdout/stderr are Nomad's
 FIFOs, opened O_WRONLY here and handed to conmon as its fds 1 and 2; conmon passes them to
 the container unchanged. conmon double-forks and starts a new session, so it survives the
-process that started it.
+process that started it. It runs in the pod's persist dir because it also drops an ``oom``
+file in its working directory.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def start_monitored(
             env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(sync_w)}
             proc = subprocess.Popen(
                 conmon_args(conmon, runc, pod_id, bundle, paths),
-                stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd, env=env,
+                stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd, env=env, cwd=paths.persist_dir,
                 pass_fds=(sync_w,), start_new_session=True, close_fds=True,
             )  # fmt: skip
         except OSError as exc:

@@ -63,6 +63,7 @@ def test_oom_kill_is_detected(env: Env) -> None:
     record, _ = start(env, script, resources=Resources(memory_limit_bytes=16 * MIB))
     result = env.pods.wait(record.pod_id, 30)
     assert result is not None and result.oom_killed and result.exit_code == 137 and result.signal == 9
+    assert Path(record.persist_dir, "oom").exists()  # conmon's own OOM note, kept in the pod's dir
 
 
 def test_stop_with_a_custom_signal(env: Env) -> None:
