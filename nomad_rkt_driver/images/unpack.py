@@ -63,6 +63,9 @@ DEFAULT_MAX_ENTRIES = 1_000_000
 MAX_HEADER_BYTES = 1 << 20  # one PAX / GNU long-name header, read into memory by tarfile
 _MAX_SYMLINK_HOPS = 40
 _COPY_CHUNK = 1 << 20
+# tarfile's stream reader re-slices its buffer on every read: 32 KiB measured fastest here
+# (10 KiB default: +25% time; 64 KiB: +20%) on a layer of 3000 small and 4 big files.
+_TAR_READ_BYTES = 32 << 10
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 _OVERLAY_OPAQUE = "trusted.overlay.opaque"
@@ -199,7 +202,9 @@ class _Unpacker:
 
     def run(self, meter: _Meter) -> None:
         try:
-            with tarfile.open(fileobj=meter, mode="r|", tarinfo=_SafeTarInfo) as tar:  # type: ignore[call-overload]
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=meter, mode="r|", tarinfo=_SafeTarInfo, bufsize=_TAR_READ_BYTES
+            ) as tar:
                 for member in tar:
                     self.entry = meter.entry = member.name
                     self._count(member)
