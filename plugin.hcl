@@ -21,5 +21,17 @@ plugin "rkt" {
 
     # How often the driver re-checks its health for Nomad (at least 1s).
     fingerprint_period = "30s"
+
+    # Whether jobs may set privileged = true.
+    allow_privileged = false
+
+    # Capabilities jobs may add with cap_add (docker's default set); "ALL" allows any.
+    allow_caps = ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"]
+
+    # Cgroup under which pods are placed when Nomad does not name one.
+    cgroup_parent = "/nomad-rkt"
+
+    # A pull fails (and Nomad retries) when no bytes arrived for this long.
+    pull_activity_timeout = "2m"
   }
 }

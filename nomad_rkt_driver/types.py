@@ -246,3 +246,15 @@ class TaskStats:
     timestamp: float
     total: ResourceUsage
     by_pid: dict[int, ResourceUsage] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskStatusView:
+    """InspectTask's answer: times are wall-clock seconds (completed_at 0 while running)."""
+
+    id: str
+    name: str
+    running: bool
+    started_at: float
+    completed_at: float
+    result: ExitResult

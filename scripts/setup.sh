@@ -13,7 +13,7 @@ fi
 
 # Runtime parts the driver drives, and what the tests build images and networks with.
 apt_packages=(runc conmon containernetworking-plugins iptables iproute2 busybox-static python3-venv ca-certificates
-  docker-registry skopeo umoci gnupg apache2-utils openssl)
+  docker-registry skopeo umoci gnupg apache2-utils openssl zstd)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

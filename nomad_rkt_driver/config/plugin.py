@@ -6,6 +6,7 @@ Declared once here; the hclspec, the decoder, ``plugin.hcl`` and the docs derive
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,6 +35,25 @@ def _absolute_dirs(value: tuple[str, ...]) -> None:
 def _absolute_dir(value: str) -> None:
     if not os.path.isabs(value):
         raise ValueError(f'"{value}" is not an absolute path; write e.g. "/var/lib/nomad-rkt-driver"')
+
+
+_CAP = re.compile(r"^(CAP_)?[A-Z_]+$|^ALL$")
+
+
+def _caps(value: tuple[str, ...]) -> None:
+    for cap in value:
+        if not _CAP.match(cap.upper()):
+            raise ValueError(f'"{cap}" is not a capability name; write e.g. "NET_ADMIN" or "CAP_NET_ADMIN"')
+
+
+def _cgroup_parent(value: str) -> None:
+    if not value.startswith("/") or ".." in value.split("/"):
+        raise ValueError(f'"{value}" is not an absolute cgroup path; write e.g. "/nomad-rkt"')
+
+
+def _pull_activity(value: Duration) -> None:
+    if value < 1:
+        raise ValueError(f'must be at least 1s (got "{value.go_string()}"); the default is "2m"')
 
 
 def _fingerprint_period(value: Duration) -> None:
@@ -69,4 +89,35 @@ class PluginConfig:
         Duration(30.0),
         "How often the driver re-checks its health for Nomad (at least 1s).",
         validate=_fingerprint_period,
+    )
+    allow_privileged: bool = setting(False, "Whether jobs may set privileged = true.")
+    allow_caps: tuple[str, ...] = setting(
+        [
+            "AUDIT_WRITE",
+            "CHOWN",
+            "DAC_OVERRIDE",
+            "FOWNER",
+            "FSETID",
+            "KILL",
+            "MKNOD",
+            "NET_BIND_SERVICE",
+            "NET_RAW",
+            "SETFCAP",
+            "SETGID",
+            "SETPCAP",
+            "SETUID",
+            "SYS_CHROOT",
+        ],
+        'Capabilities jobs may add with cap_add (docker\'s default set); "ALL" allows any.',
+        validate=_caps,
+    )
+    cgroup_parent: str = setting(
+        "/nomad-rkt",
+        "Cgroup under which pods are placed when Nomad does not name one.",
+        validate=_cgroup_parent,
+    )
+    pull_activity_timeout: Duration = setting(
+        Duration(120.0),
+        "A pull fails (and Nomad retries) when no bytes arrived for this long.",
+        validate=_pull_activity,
     )

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from nomad_rkt_driver.config.fields import setting
+from nomad_rkt_driver.config.durations import Duration
+from nomad_rkt_driver.config.fields import block, setting
 
 WHERE: Final = "rkt task config"
 
@@ -78,6 +79,35 @@ def _port_labels(value: tuple[str, ...]) -> None:
             raise ValueError(f'"{label}" is not a Nomad port label (letters, digits and _ only)')
 
 
+def _caps(value: tuple[str, ...]) -> None:
+    for cap in value:
+        if not re.match(r"^(CAP_)?[A-Z_]+$|^ALL$", cap.upper()):
+            raise ValueError(f'"{cap}" is not a capability name; write e.g. "NET_ADMIN" or "CAP_NET_ADMIN"')
+
+
+def _absolute(value: str) -> None:
+    if not value.startswith("/"):
+        raise ValueError(f'"{value}" is not an absolute path inside the image; write e.g. "/srv/app"')
+
+
+def _hostname(value: str) -> None:
+    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$", value):
+        raise ValueError(f'"{value}" is not a host name (letters, digits, "." and "-", at most 63)')
+
+
+def _pull_timeout(value: Duration) -> None:
+    if value < 1:
+        raise ValueError(f'must be at least 1s (got "{value.go_string()}"); the default is "5m"')
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for the image's registry (basic auth)."""
+
+    username: str | None = setting(None, "Registry user name.")
+    password: str | None = setting(None, "Registry password or token.")
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """What a job says about one rkt task."""
@@ -110,6 +140,23 @@ class TaskConfig:
         "all-fetch, all-run, all).",
         validate=_insecure_options,
     )
+    entrypoint: tuple[str, ...] = setting(
+        [], "Replaces the image's Entrypoint (docker style); command and args then follow it."
+    )
+    working_dir: str | None = setting(
+        None, "Working directory inside the pod (default: the image's).", validate=_absolute
+    )
+    hostname: str | None = setting(None, "The pod's host name (default: the task name).", validate=_hostname)
+    readonly_rootfs: bool = setting(False, "Mount the image's root filesystem read-only.")
+    cap_add: tuple[str, ...] = setting([], "Capabilities to add (must be in the plugin's allow_caps).", validate=_caps)
+    cap_drop: tuple[str, ...] = setting([], 'Capabilities to drop ("ALL" drops every one).', validate=_caps)
+    privileged: bool = setting(False, "All capabilities, no seccomp and no masked paths (the plugin must allow it).")
+    no_overlay: bool = setting(False, "Copy the image layers into the pod instead of mounting overlayfs.")
+    force_pull: bool = setting(False, "Fetch the image's manifests again even if the image is stored.")
+    image_pull_timeout: Duration = setting(
+        Duration(300.0), "How long pulling the image may take in all.", validate=_pull_timeout
+    )
+    auth: RegistryAuth = block(RegistryAuth, "Registry credentials for this task's image.")
     trust_prefix: str | None = setting(
         None, "Trust signing keys found by discovery for this image name prefix (rkt trust --prefix)."
     )

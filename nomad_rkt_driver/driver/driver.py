@@ -3,9 +3,8 @@
 Modules needed only by some RPCs (decoding, the task config, the host probe) are imported where
 they are used: Nomad starts the plugin three times at boot and the first launch needs none of them.
 
-Tasks cannot be started yet (the pods issue brings runc/conmon supervision); every method is
-already truthful about that: lookups of a task answer NotFound, stop/destroy are idempotent,
-and StartTask validates the task config and the host before saying it is not implemented.
+Task verbs go to the TaskManager (driver/tasks.py), which composes the image store and the pods
+runtime; lookups of unknown tasks answer NotFound, stop and destroy are idempotent.
 """
 
 from __future__ import annotations
@@ -13,35 +12,42 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from nomad_rkt_driver import __version__
 from nomad_rkt_driver.config.plugin import WHERE as PLUGIN_WHERE
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.driver.events import EventBus
 from nomad_rkt_driver.driver.signals import parse_signal
-from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument, NotFound, NotImplementedYet
+from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument, NotImplementedYet
+
+if TYPE_CHECKING:
+    from nomad_rkt_driver.driver.tasks import TaskManager
 from nomad_rkt_driver.types import (
     AgentConfig,
     Capabilities,
+    ExitResult,
     Fingerprint,
     FSIsolation,
     Health,
     NetworkMode,
     TaskEvent,
     TaskRequest,
+    TaskStats,
+    TaskStatusView,
 )
 
 log = logging.getLogger(__name__)
 
-# Truthful for this version: no signals, exec or mounts until pods exist; the driver gives
-# every task its own image root; host networking is the only mode that needs no work from us.
+# Truthful for this version: signals yes; exec not yet; every task gets its own image root; host
+# networking, or joining the group namespace Nomad made (bridge mode); Nomad mounts become binds.
 CAPABILITIES = Capabilities(
-    send_signals=False,
+    send_signals=True,
     exec=False,
     fs_isolation=FSIsolation.IMAGE,
-    network_modes=(NetworkMode.HOST,),
+    network_modes=(NetworkMode.HOST, NetworkMode.GROUP),
     must_create_network=False,
-    mounts=False,
+    mounts=True,
     disable_log_collection=False,
     dynamic_workload_users=False,
 )
@@ -65,6 +71,7 @@ class RktDriver:
         self.events = EventBus()
         self._generation = 0
         self._changed = asyncio.Condition()
+        self._tasks: TaskManager | None = None
 
     # -- configuration -------------------------------------------------------------------
 
@@ -111,55 +118,56 @@ class RktDriver:
 
     # -- tasks ---------------------------------------------------------------------------
 
-    async def start_task(self, task: TaskRequest) -> None:
-        """Validate the task config and the host; starting pods comes with the pods issue."""
+    def _manager(self) -> TaskManager:
+        if self._tasks is None:
+            from nomad_rkt_driver.driver.tasks import TaskManager
+
+            self._tasks = TaskManager(self.events)
+        return self._tasks
+
+    async def start_task(self, task: TaskRequest) -> bytes:
+        """Validate the task config and the host, fetch the image, start the pod; the driver_state."""
         from nomad_rkt_driver.config.decode import decode_msgpack
         from nomad_rkt_driver.config.task import TaskConfig
 
         if not task.id:
             raise InvalidArgument("StartTask needs a task id")
-        decode_msgpack(TaskConfig, task.driver_config, task_where(task.name))
+        where = task_where(task.name)
+        cfg = decode_msgpack(TaskConfig, task.driver_config, where)
         health = await self.fingerprint()
         if health.health is not Health.HEALTHY:
             raise FailedPrecondition(
                 f"the rkt driver cannot run tasks on this host yet: {health.description}", recoverable=True
             )
-        raise NotImplementedYet(
-            "this version of the rkt driver validates task configs but cannot start "
-            "pods yet (runc/conmon supervision arrives with the pods work)"
-        )
+        return await self._manager().start(task, cfg, self.config, where)
 
-    async def recover_task(self, task_id: str) -> None:
+    async def recover_task(self, task_id: str, driver_state: bytes) -> None:
         if not task_id:
             raise InvalidArgument("RecoverTask needs a handle whose config carries the task id")
-        raise NotFound(f"task {task_id} cannot be recovered: the rkt driver has no pod for it")
+        await self._manager().recover(task_id, driver_state, self.config)
 
-    async def wait_task(self, task_id: str) -> None:
-        raise NotFound(self._unknown(task_id))
+    async def wait_task(self, task_id: str) -> tuple[ExitResult, str]:
+        return await self._manager().wait(task_id)
 
     async def stop_task(self, task_id: str, timeout_s: float, signal_name: str) -> None:
         """Idempotent: stopping a task this driver does not run is a success (Nomad retries errors)."""
         if signal_name:
             parse_signal(signal_name)
-        log.debug("stop of unknown task ignored", extra={"task_id": task_id, "timeout_s": timeout_s})
+        await self._manager().stop(task_id, timeout_s, signal_name)
 
     async def destroy_task(self, task_id: str, force: bool) -> None:
         """Idempotent: nothing to clean for a task this driver does not know."""
-        log.debug("destroy of unknown task ignored", extra={"task_id": task_id, "force": force})
+        await self._manager().destroy(task_id, force)
 
-    async def inspect_task(self, task_id: str) -> None:
-        raise NotFound(self._unknown(task_id))
+    async def inspect_task(self, task_id: str) -> TaskStatusView:
+        return await self._manager().inspect(task_id)
 
-    async def task_stats(self, task_id: str) -> None:
-        raise NotFound(self._unknown(task_id))
+    def task_stats(self, task_id: str, interval_s: float) -> AsyncIterator[TaskStats]:
+        return self._manager().stats(task_id, interval_s, self.agent.topology)
 
     async def signal_task(self, task_id: str, signal_name: str) -> None:
-        parse_signal(signal_name)
-        raise NotFound(self._unknown(task_id))
+        await self._manager().signal(task_id, signal_name)
 
     async def exec_task(self, task_id: str) -> None:
-        raise NotFound(self._unknown(task_id))
-
-    @staticmethod
-    def _unknown(task_id: str) -> str:
-        return f"task {task_id!r} is not known to the rkt driver"
+        self._manager()._task(task_id)  # NotFound for unknown tasks
+        raise NotImplementedYet("exec is not supported by the rkt driver yet")

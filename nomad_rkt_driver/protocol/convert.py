@@ -26,6 +26,7 @@ from nomad_rkt_driver.types import (
     TaskEvent,
     TaskRequest,
     TaskStats,
+    TaskStatusView,
     Topology,
 )
 
@@ -216,4 +217,16 @@ def stats_to_proto(stats: TaskStats) -> driver_pb2.TaskStatsResponse:
             agg_resource_usage=_usage_to_proto(stats.total),
             resource_usage_by_pid={str(pid): _usage_to_proto(u) for pid, u in stats.by_pid.items()},
         )
+    )
+
+
+def task_status_to_proto(view: TaskStatusView) -> driver_pb2.TaskStatus:
+    """Nomad dereferences started_at, completed_at and result: always set them."""
+    return driver_pb2.TaskStatus(
+        id=view.id,
+        name=view.name,
+        state=driver_pb2.RUNNING if view.running else driver_pb2.EXITED,
+        started_at=timestamp(view.started_at),
+        completed_at=timestamp(view.completed_at),
+        result=exit_result_to_proto(view.result),
     )

@@ -30,6 +30,7 @@ from nomad_rkt_driver.protocol.gen import (
 from nomad_rkt_driver.types import PLUGIN_API_VERSIONS, PLUGIN_NAME
 
 log = logging.getLogger(__name__)
+HANDLE_VERSION = 1  # TaskHandle.version; 0 is reserved by Nomad
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R")
 
@@ -93,20 +94,25 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
 
     async def StartTask(self, request: driver_pb2.StartTaskRequest, context: Context) -> driver_pb2.StartTaskResponse:
         task = convert.task_from_proto(request.task)
-        await _call(context, "StartTask", lambda: self._driver.start_task(task))
-        raise AssertionError("start_task returns only by raising in this version")
+        state = await _call(context, "StartTask", lambda: self._driver.start_task(task))
+        # The handle echoes Nomad's TaskConfig: the client reads the task id back from it on recovery.
+        handle = driver_pb2.TaskHandle(
+            version=HANDLE_VERSION, config=request.task, state=driver_pb2.RUNNING, driver_state=state
+        )
+        return driver_pb2.StartTaskResponse(handle=handle)
 
     async def RecoverTask(
         self, request: driver_pb2.RecoverTaskRequest, context: Context
     ) -> driver_pb2.RecoverTaskResponse:
         # Nomad leaves task_id empty; the id lives in the handle's config.
         task_id = request.task_id or request.handle.config.id
-        await _call(context, "RecoverTask", lambda: self._driver.recover_task(task_id))
+        state = request.handle.driver_state
+        await _call(context, "RecoverTask", lambda: self._driver.recover_task(task_id, state))
         return driver_pb2.RecoverTaskResponse()
 
     async def WaitTask(self, request: driver_pb2.WaitTaskRequest, context: Context) -> driver_pb2.WaitTaskResponse:
-        await _call(context, "WaitTask", lambda: self._driver.wait_task(request.task_id))
-        raise AssertionError("wait_task returns only by raising in this version")
+        result, err = await _call(context, "WaitTask", lambda: self._driver.wait_task(request.task_id))
+        return driver_pb2.WaitTaskResponse(result=convert.exit_result_to_proto(result), err=err)
 
     async def StopTask(self, request: driver_pb2.StopTaskRequest, context: Context) -> driver_pb2.StopTaskResponse:
         timeout_s = request.timeout.ToTimedelta().total_seconds()
@@ -122,14 +128,20 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
     async def InspectTask(
         self, request: driver_pb2.InspectTaskRequest, context: Context
     ) -> driver_pb2.InspectTaskResponse:
-        await _call(context, "InspectTask", lambda: self._driver.inspect_task(request.task_id))
-        raise AssertionError("inspect_task returns only by raising in this version")
+        view = await _call(context, "InspectTask", lambda: self._driver.inspect_task(request.task_id))
+        return driver_pb2.InspectTaskResponse(
+            task=convert.task_status_to_proto(view), driver=driver_pb2.TaskDriverStatus()
+        )
 
     async def TaskStats(
         self, request: driver_pb2.TaskStatsRequest, context: Context
     ) -> AsyncIterator[driver_pb2.TaskStatsResponse]:
-        await _call(context, "TaskStats", lambda: self._driver.task_stats(request.task_id))
-        yield driver_pb2.TaskStatsResponse()  # unreachable: task_stats raises for every task today
+        interval_s = request.collection_interval.ToTimedelta().total_seconds() or 1.0
+        try:
+            async for sample in self._driver.task_stats(request.task_id, interval_s):
+                yield convert.stats_to_proto(sample)
+        except Exception as exc:
+            await status.abort(context, exc, "TaskStats")
 
     async def SignalTask(
         self, request: driver_pb2.SignalTaskRequest, context: Context

@@ -14,8 +14,38 @@ from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2, recoverable_erro
 
 from .plugin import Plugin
 
-PLUGIN_KEYS = ("runtime", "conmon", "cni_path", "data_dir", "fingerprint_period")
-TASK_KEYS = ("image", "command", "args", "port_map", "ports", "net", "insecure_options", "trust_prefix")
+PLUGIN_KEYS = (
+    "runtime",
+    "conmon",
+    "cni_path",
+    "data_dir",
+    "fingerprint_period",
+    "allow_privileged",
+    "allow_caps",
+    "cgroup_parent",
+    "pull_activity_timeout",
+)
+TASK_KEYS = (
+    "image",
+    "command",
+    "args",
+    "port_map",
+    "ports",
+    "net",
+    "insecure_options",
+    "trust_prefix",
+    "entrypoint",
+    "working_dir",
+    "hostname",
+    "readonly_rootfs",
+    "cap_add",
+    "cap_drop",
+    "privileged",
+    "no_overlay",
+    "force_pull",
+    "image_pull_timeout",
+    "auth",
+)
 
 
 def encode(keys: tuple[str, ...], **values: Any) -> bytes:
@@ -97,8 +127,11 @@ def test_set_config_rejects_bad_values_naming_the_attribute(plugin: Plugin, data
 def test_capabilities_are_truthful(plugin: Plugin) -> None:
     caps = plugin.driver.Capabilities(driver_pb2.CapabilitiesRequest()).capabilities
     assert caps.fs_isolation == driver_pb2.DriverCapabilities.IMAGE
-    assert not caps.send_signals and not caps.exec
-    assert list(caps.network_isolation_modes) == [driver_pb2.NetworkIsolationSpec.HOST]
+    assert caps.send_signals and not caps.exec
+    assert list(caps.network_isolation_modes) == [
+        driver_pb2.NetworkIsolationSpec.HOST,
+        driver_pb2.NetworkIsolationSpec.GROUP,
+    ]
 
 
 def test_fingerprint_answers_at_once_and_stays_open(configured: Plugin) -> None:
@@ -163,11 +196,13 @@ def test_start_task_rejects_bad_task_config(configured: Plugin, values: dict[str
     assert "grpc-status-details-bin" not in dict(err.trailing_metadata() or ())
 
 
-def test_start_task_on_a_healthy_host_says_pods_are_not_built_yet(configured: Plugin) -> None:
+def test_unsigned_docker_images_are_refused_by_default(configured: Plugin) -> None:
+    # rkt's rule: docker images cannot be verified yet, so the job must opt out explicitly.
     err = refused(
         configured.driver.StartTask, driver_pb2.StartTaskRequest(task=task(encode(TASK_KEYS, image="busybox")))
     )
-    assert err.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert 'insecure_options = ["image"]' in err.details()
 
 
 def test_unknown_tasks(configured: Plugin) -> None:
@@ -177,9 +212,12 @@ def test_unknown_tasks(configured: Plugin) -> None:
         (driver.InspectTask, driver_pb2.InspectTaskRequest(task_id="x/y/z")),
         (driver.ExecTask, driver_pb2.ExecTaskRequest(task_id="x/y/z", command=["true"])),
         (driver.SignalTask, driver_pb2.SignalTaskRequest(task_id="x/y/z", signal="SIGHUP")),
-        (driver.RecoverTask, driver_pb2.RecoverTaskRequest(handle=driver_pb2.TaskHandle(version=1, config=task(b"")))),
     ]:
         assert refused(call, request).code() is grpc.StatusCode.NOT_FOUND
+    # A handle without our driver state cannot be recovered: Nomad then restarts the task.
+    handle = driver_pb2.TaskHandle(version=1, config=task(b""))
+    err = refused(driver.RecoverTask, driver_pb2.RecoverTaskRequest(handle=handle))
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT and "no driver state" in err.details()
     stats = driver.TaskStats(driver_pb2.TaskStatsRequest(task_id="x/y/z"))
     with pytest.raises(grpc.RpcError) as info:
         next(stats)

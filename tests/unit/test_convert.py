@@ -47,9 +47,12 @@ def test_fingerprint_attributes_keep_their_types() -> None:
 def test_capabilities_are_what_the_driver_can_do_today() -> None:
     caps = convert.capabilities_to_proto(CAPABILITIES)
     assert caps.fs_isolation == driver_pb2.DriverCapabilities.IMAGE
-    assert list(caps.network_isolation_modes) == [driver_pb2.NetworkIsolationSpec.HOST]
-    assert caps.mount_configs == driver_pb2.DriverCapabilities.NO_MOUNTS
-    assert not caps.send_signals and not caps.exec and not caps.must_create_network
+    assert list(caps.network_isolation_modes) == [
+        driver_pb2.NetworkIsolationSpec.HOST,
+        driver_pb2.NetworkIsolationSpec.GROUP,
+    ]
+    assert caps.mount_configs == driver_pb2.DriverCapabilities.ANY_MOUNTS
+    assert caps.send_signals and not caps.exec and not caps.must_create_network
 
 
 def test_events_always_carry_a_timestamp() -> None:

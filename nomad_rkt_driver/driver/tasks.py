@@ -1,0 +1,265 @@
+"""The task lifecycle: Nomad's task verbs on top of the image store and the pods runtime.
+
+Blocking work (pulls, unpacking, runc, conmon) runs in a bounded thread pool; waiting is one
+shared poller (exits.py). A task is known to this process after StartTask or RecoverTask; its
+pod and exit code live on disk, so they survive this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from nomad_rkt_driver.config.plugin import PluginConfig
+from nomad_rkt_driver.config.task import TaskConfig
+from nomad_rkt_driver.driver import podspec
+from nomad_rkt_driver.driver.events import EventBus
+from nomad_rkt_driver.driver.exits import ExitWatcher
+from nomad_rkt_driver.driver.imaging import Images
+from nomad_rkt_driver.driver.signals import parse_signal
+from nomad_rkt_driver.driver.state import TaskStore, decode_state, encode_state
+from nomad_rkt_driver.driver.stats import CpuCounters, cpu_usage
+from nomad_rkt_driver.errors import FailedPrecondition, NotFound
+from nomad_rkt_driver.images.pull import Puller, PullProgress
+from nomad_rkt_driver.images.store import Store
+from nomad_rkt_driver.runtime.pods import PodLost, Pods
+from nomad_rkt_driver.runtime.probe import locate
+from nomad_rkt_driver.types import (
+    ExitResult,
+    MemoryUsage,
+    ResourceUsage,
+    TaskEvent,
+    TaskRequest,
+    TaskStats,
+    TaskStatusView,
+    Topology,
+)
+
+log = logging.getLogger(__name__)
+WORKERS: Final = 32
+DEFAULT_STOP_SIGNAL: Final = "SIGTERM"
+R = TypeVar("R")
+
+
+@dataclass
+class Task:
+    """What this process knows about one running (or exited, not yet destroyed) task."""
+
+    id: str
+    name: str
+    alloc_id: str
+    pod_id: str
+    pods: Pods
+    stop_signal: str
+    driver_state: bytes
+
+
+class TaskManager:
+    def __init__(self, events: EventBus) -> None:
+        self._events = events
+        self._executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="rkt")
+        self._exits = ExitWatcher(self._executor)
+        self._tasks: TaskStore[Task] = TaskStore()
+        self._pods: dict[str, Pods] = {}
+        self._images: dict[str, Images] = {}
+
+    async def _run(self, work: Callable[[], R]) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    # -- the parts, per plugin config -------------------------------------------------------
+
+    def _pods_for(self, state_dir: str, plugin: PluginConfig) -> Pods:
+        pods = self._pods.get(state_dir)
+        if pods is None:
+            runc, conmon = locate(plugin.runtime), locate(plugin.conmon)
+            if runc is None or conmon is None:
+                raise FailedPrecondition(
+                    f"runtime {plugin.runtime!r} or monitor {plugin.conmon!r} is not installed", recoverable=True
+                )
+            pods = Pods(Path(state_dir), runc, conmon, plugin.cgroup_parent)
+            self._pods[state_dir] = pods
+        return pods
+
+    def _images_for(self, plugin: PluginConfig) -> Images:
+        root = str(Path(plugin.data_dir) / "images")
+        images = self._images.get(root)
+        if images is None:
+            store = Store(root)
+            images = Images(store, Puller(store, activity_timeout_s=float(plugin.pull_activity_timeout)))
+            self._images[root] = images
+        return images
+
+    def _task(self, task_id: str) -> Task:
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id!r} is not known to the rkt driver")
+        return task
+
+    # -- verbs ----------------------------------------------------------------------------
+
+    async def start(self, request: TaskRequest, cfg: TaskConfig, plugin: PluginConfig, where: str) -> bytes:
+        """Fetch the image and start the pod; returns the driver_state for Nomad's handle."""
+        if self._tasks.get(request.id) is not None:
+            raise FailedPrecondition(f"task {request.id} is already running in the rkt driver")
+        loop = asyncio.get_running_loop()
+        images = self._images_for(plugin)
+        state_dir = str(Path(plugin.data_dir) / "pods")
+        pods = self._pods_for(state_dir, plugin)
+
+        def progress(p: PullProgress) -> None:
+            message = (
+                f"Downloading image: {p.layers_done}/{p.layers_total} layers, "
+                f"{p.bytes_done / 1e6:.1f}/{p.bytes_total / 1e6:.1f} MB"
+            )
+            event = TaskEvent(
+                request.id,
+                request.alloc_id,
+                request.name,
+                time.time(),
+                message,
+                {"image": cfg.image, "percent": f"{p.percent:.0f}"},
+            )
+            loop.call_soon_threadsafe(self._events.publish, event)
+
+        ready = await self._run(lambda: images.prepare(cfg, plugin, where, progress))
+        spec = podspec.build(request, cfg, ready.defaults, ready.lower_dirs, plugin, where)
+        record = await self._run(
+            lambda: pods.create(
+                spec, list(ready.lower_dirs), request.stdout_path, request.stderr_path, no_overlay=cfg.no_overlay
+            )
+        )
+        stop_signal = ready.defaults.stop_signal or DEFAULT_STOP_SIGNAL
+        state = encode_state(
+            {
+                "task_id": request.id,
+                "name": request.name,
+                "alloc_id": request.alloc_id,
+                "pod_id": record.pod_id,
+                "state_dir": state_dir,
+                "stop_signal": stop_signal,
+                "runtime": plugin.runtime,
+                "conmon": plugin.conmon,
+                "cgroup_parent": plugin.cgroup_parent,
+            }
+        )
+        self._tasks.set(
+            request.id, Task(request.id, request.name, request.alloc_id, record.pod_id, pods, stop_signal, state)
+        )
+        log.info("task started", extra={"task_id": request.id, "pod_id": record.pod_id, "image": cfg.image})
+        return state
+
+    async def recover(self, task_id: str, driver_state: bytes, plugin: PluginConfig) -> None:
+        """Take a running (or exited) pod back after a plugin restart; idempotent."""
+        if self._tasks.get(task_id) is not None:
+            return
+        state = decode_state(driver_state, task_id)
+        try:
+            pods = self._pods_for(str(state["state_dir"]), plugin)
+            pod_id = str(state["pod_id"])
+            status = await self._run(lambda: pods.status(pod_id))
+        except KeyError as exc:
+            raise FailedPrecondition(f"task {task_id}: the driver state lacks {exc}; it cannot be recovered") from exc
+        if status.state == "gone":
+            raise FailedPrecondition(
+                f"task {task_id}: its pod {pod_id} is gone (monitor died, host rebooted?); "
+                "Nomad will start the task again"
+            )
+        self._tasks.set(
+            task_id,
+            Task(
+                task_id,
+                str(state.get("name", "")),
+                str(state.get("alloc_id", "")),
+                pod_id,
+                pods,
+                str(state.get("stop_signal") or DEFAULT_STOP_SIGNAL),
+                driver_state,
+            ),
+        )
+        log.info("task recovered", extra={"task_id": task_id, "pod_id": pod_id, "state": status.state})
+
+    async def wait(self, task_id: str) -> tuple[ExitResult, str]:
+        """The task's exit, and an error text when the pod was lost instead of exiting."""
+        task = self._task(task_id)
+        try:
+            return await self._exits.wait(task.pods, task.pod_id), ""
+        except (PodLost, NotFound) as exc:
+            return ExitResult(exit_code=-1), str(exc)
+
+    async def stop(self, task_id: str, timeout_s: float, signal_name: str) -> None:
+        task = self._tasks.get(task_id)
+        if task is None:
+            log.debug("stop of unknown task ignored", extra={"task_id": task_id})
+            return
+        signum = parse_signal(signal_name or task.stop_signal)
+        await self._run(lambda: task.pods.stop(task.pod_id, int(signum), timeout_s))
+
+    async def destroy(self, task_id: str, force: bool) -> None:
+        task = self._tasks.get(task_id)
+        if task is None:
+            return
+        if not force:
+            status = await self._run(lambda: task.pods.status(task.pod_id))
+            if status.state == "running":
+                raise FailedPrecondition(f"task {task_id} is still running; stop it first or destroy with force")
+        await self._run(lambda: task.pods.destroy(task.pod_id))
+        self._tasks.delete(task_id)
+
+    async def inspect(self, task_id: str) -> TaskStatusView:
+        task = self._task(task_id)
+        status = await self._run(lambda: task.pods.status(task.pod_id))
+        result = ExitResult()
+        if status.result is not None:
+            result = ExitResult(status.result.exit_code, status.result.signal, status.result.oom_killed)
+        return TaskStatusView(
+            task.id, task.name, status.state == "running", status.started_at, status.finished_at, result
+        )
+
+    async def signal(self, task_id: str, signal_name: str) -> None:
+        signum = parse_signal(signal_name)
+        task = self._task(task_id)
+        await self._run(lambda: task.pods.signal(task.pod_id, int(signum)))
+
+    async def stats(self, task_id: str, interval_s: float, topology: Topology) -> AsyncIterator[TaskStats]:
+        """A sample every ``interval_s`` until the caller stops; CPU rates need two samples."""
+        task = self._task(task_id)
+        previous: CpuCounters | None = None
+        while True:
+            sample = await self._run(lambda: task.pods.stats(task.pod_id))
+            counters = CpuCounters(
+                time.monotonic(),
+                sample.cpu.user_ns,
+                sample.cpu.system_ns,
+                sample.cpu.total_ns,
+                sample.cpu.throttled_periods,
+                sample.cpu.throttled_time_ns,
+            )
+            memory = sample.memory
+            yield TaskStats(
+                task_id,
+                sample.timestamp,
+                ResourceUsage(
+                    cpu=cpu_usage(previous, counters, topology),
+                    memory=MemoryUsage(
+                        rss=memory.rss,
+                        cache=memory.cache,
+                        swap=memory.swap,
+                        usage=memory.usage,
+                        max_usage=memory.max_usage,
+                        kernel_usage=memory.kernel_usage,
+                        kernel_max_usage=memory.kernel_max_usage,
+                        measured=memory.measured,
+                    ),
+                ),
+            )
+            previous = counters
+            await asyncio.sleep(interval_s)
+
+    def state_of(self, task_id: str) -> dict[str, Any]:
+        return decode_state(self._task(task_id).driver_state, task_id)
