@@ -6,12 +6,15 @@ from the outside, with their own reading of the handshake.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,9 +29,14 @@ COOKIE = ("NOMAD_PLUGIN_MAGIC_COOKIE", "e4327c2e01eabfd75a8a67adb114fb34a757d57e
 PLUGIN = Path(sys.executable).parent / "nomad-rkt-driver"
 
 
+# Sockets go to a directory of the test run: a plugin killed with SIGKILL cannot remove its own.
+SOCKET_DIR = tempfile.mkdtemp(prefix="rkt-plugin-sockets-")
+atexit.register(shutil.rmtree, SOCKET_DIR, True)
+
+
 def nomad_env(**extra: str) -> dict[str, str]:
     """The environment go-plugin gives a Nomad plugin (agent env + handshake variables)."""
-    env = dict(os.environ)
+    env = dict(os.environ, PLUGIN_UNIX_SOCKET_DIR=SOCKET_DIR)
     env.update(
         {
             COOKIE[0]: COOKIE[1],

@@ -96,13 +96,25 @@ def set_config(plugin: Plugin, data_dir: Path) -> None:
     cores = [base_pb2.ClientTopologyCore(core_id=i, base_speed=2000) for i in range(2)]
     plugin.base.SetConfig(
         base_pb2.SetConfigRequest(
-            msgpack_config=encode(PluginConfig, data_dir=str(data_dir), cgroup_parent=f"/nomad-rkt-test-{os.getpid()}"),
+            msgpack_config=encode(PluginConfig, data_dir=str(data_dir), cgroup_parent=CGROUP_PARENT),
             plugin_api_version="v0.1.0",
             nomad_config=base_pb2.NomadConfig(
                 driver=base_pb2.NomadDriverConfig(Topology=base_pb2.ClientTopology(cores=cores))
             ),
         )
     )
+
+
+CGROUP_PARENT = f"/nomad-rkt-test-{os.getpid()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cgroup_parent() -> Iterator[str]:
+    """The tests' own cgroup parent, removed from every hierarchy at the end of the session."""
+    yield CGROUP_PARENT
+    for directory in Path("/sys/fs/cgroup").glob(f"*{CGROUP_PARENT}"):
+        if directory.is_dir():
+            directory.rmdir()  # an error here means a pod's cgroup was left behind
 
 
 @pytest.fixture(scope="session")
@@ -135,7 +147,7 @@ def _clean(data_dir: Path) -> None:
     from nomad_rkt_driver.runtime.pods import Pods
 
     if (data_dir / "pods").is_dir():
-        pods = Pods(data_dir / "pods", "runc", "conmon", f"/nomad-rkt-test-{os.getpid()}")
+        pods = Pods(data_dir / "pods", "runc", "conmon", CGROUP_PARENT)
         for pod_id in pods.list():
             pods.destroy(pod_id)
 
