@@ -31,6 +31,11 @@ plugin "rkt" {
     # Cgroup under which pods are placed when Nomad does not name one.
     cgroup_parent = "/nomad-rkt"
 
+    # Trusted image-signing keys, rkt's layout: root.d/ and prefix.d/<image name prefix>/ holding
+    # OpenPGP keys named by fingerprint (ACI) and sigstore public keys as <name>.pub PEM files
+    # (Docker/OCI).
+    trust_dir = "/etc/nomad-rkt-driver/trustedkeys"
+
     # A pull fails (and Nomad retries) when no bytes arrived for this long.
     pull_activity_timeout = "2m"
   }

@@ -116,6 +116,12 @@ class PluginConfig:
         "Cgroup under which pods are placed when Nomad does not name one.",
         validate=_cgroup_parent,
     )
+    trust_dir: str = setting(
+        "/etc/nomad-rkt-driver/trustedkeys",
+        "Trusted image-signing keys, rkt's layout: root.d/ and prefix.d/<image name prefix>/ holding OpenPGP keys "
+        "named by fingerprint (ACI) and sigstore public keys as <name>.pub PEM files (Docker/OCI).",
+        validate=_absolute_dir,
+    )
     pull_activity_timeout: Duration = setting(
         Duration(120.0),
         "A pull fails (and Nomad retries) when no bytes arrived for this long.",

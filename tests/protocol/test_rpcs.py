@@ -23,6 +23,7 @@ PLUGIN_KEYS = (
     "allow_privileged",
     "allow_caps",
     "cgroup_parent",
+    "trust_dir",
     "pull_activity_timeout",
 )
 TASK_KEYS = (
