@@ -58,8 +58,7 @@ class ExitWatcher:
                 done[key] = exc
                 continue
             if status.state == "exited" and status.result is not None:
-                r = status.result
-                done[key] = ExitResult(exit_code=r.exit_code, signal=r.signal, oom_killed=r.oom_killed)
+                done[key] = status.result
             elif status.state == "gone":
                 done[key] = PodLost(f"pod {key[1]}: its monitor is gone and recorded no exit")
         return done

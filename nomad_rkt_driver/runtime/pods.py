@@ -30,10 +30,10 @@ from nomad_rkt_driver.runtime import cgroups, procs
 from nomad_rkt_driver.runtime.bundle import create_bundle, delete_bundle, mounts_under
 from nomad_rkt_driver.runtime.monitor import MonitorPaths, read_exit_code, read_pid, start_monitored
 from nomad_rkt_driver.runtime.records import (
-    ExitResult,
     PodRecord,
     PodStatus,
     check_pod_id,
+    exit_result_from_status,
     result_from_json,
     result_to_json,
     write_atomic,
@@ -41,6 +41,7 @@ from nomad_rkt_driver.runtime.records import (
 )
 from nomad_rkt_driver.runtime.runc import ContainerNotFound, ContainerNotRunning, Runc
 from nomad_rkt_driver.runtime.spec import PodSpec, build_config, host_limits
+from nomad_rkt_driver.types import ExitResult
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class Pods:
                     os.path.exists(os.path.join(record.persist_dir, "oom"))
                     or cgroups.oom_kills(record.cgroups_path) > 0
                 )
-                result, finished = ExitResult.from_status(code, oom_killed=oom), time.time()
+                result, finished = exit_result_from_status(code, oom_killed=oom), time.time()
                 if not write_once(result_file, result_to_json(result, finished)):
                     result, finished = result_from_json(result_file.read_text(), str(result_file))
                 return PodStatus(pod_id, "exited", result, record.started_at, finished)

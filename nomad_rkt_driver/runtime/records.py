@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument
+from nomad_rkt_driver.types import ExitResult
 
 RECORD_VERSION: Final = 1
 POD_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -51,19 +52,10 @@ def check_pod_id(pod_id: str) -> str:
     return pod_id
 
 
-@dataclass(frozen=True)
-class ExitResult:
-    """How a pod ended, Nomad style: signal deaths are exit_code 128+signo with signal=signo."""
-
-    exit_code: int
-    signal: int = 0
-    oom_killed: bool = False
-
-    @classmethod
-    def from_status(cls, status: int, *, oom_killed: bool) -> ExitResult:
-        """From conmon's status (which already encodes a signal death as 128+signo)."""
-        signo = status - 128 if 128 < status <= 128 + SIGNAL_MAX else 0
-        return cls(exit_code=status, signal=signo, oom_killed=oom_killed)
+def exit_result_from_status(status: int, *, oom_killed: bool) -> ExitResult:
+    """From conmon's status (which already encodes a signal death as 128+signo), Nomad style."""
+    signo = status - 128 if 128 < status <= 128 + SIGNAL_MAX else 0
+    return ExitResult(exit_code=status, signal=signo, oom_killed=oom_killed)
 
 
 @dataclass(frozen=True)

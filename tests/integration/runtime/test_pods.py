@@ -18,8 +18,9 @@ from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument, NotFoun
 from nomad_rkt_driver.runtime import bundle
 from nomad_rkt_driver.runtime.monitor import CreateFailed
 from nomad_rkt_driver.runtime.pods import PodLost
-from nomad_rkt_driver.runtime.records import CorruptRecord, ExitResult, PodRecord
+from nomad_rkt_driver.runtime.records import CorruptRecord, PodRecord
 from nomad_rkt_driver.runtime.spec import Bind, PodSpec, Resources
+from nomad_rkt_driver.types import ExitResult
 
 from .conftest import Env, leftovers
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from nomad_rkt_driver.runtime.pods import Pods
-from nomad_rkt_driver.runtime.records import ExitResult
+from nomad_rkt_driver.types import ExitResult
 
 from .conftest import Env
 

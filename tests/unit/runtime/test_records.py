@@ -10,14 +10,15 @@ import pytest
 from nomad_rkt_driver.errors import InvalidArgument
 from nomad_rkt_driver.runtime.records import (
     CorruptRecord,
-    ExitResult,
     PodRecord,
     check_pod_id,
+    exit_result_from_status,
     pod_id_for,
     result_from_json,
     result_to_json,
     write_once,
 )
+from nomad_rkt_driver.types import ExitResult
 
 TASK_ID = "2bd1b6a3-1b7c-4c49-9c5e-3f2f7d1e6a10/web server/8f3a9c21"
 
@@ -50,7 +51,7 @@ def test_check_pod_id_refuses_unsafe(bad: str) -> None:
      (143, ExitResult(143, 15)), (192, ExitResult(192, 64)), (255, ExitResult(255))],
 )  # fmt: skip
 def test_exit_result_from_conmon_status(status: int, expected: ExitResult) -> None:
-    assert ExitResult.from_status(status, oom_killed=False) == expected
+    assert exit_result_from_status(status, oom_killed=False) == expected
 
 
 def record() -> PodRecord:
