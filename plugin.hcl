@@ -16,6 +16,14 @@ plugin "rkt" {
     # portmap).
     cni_path = ["/usr/lib/cni", "/opt/cni/bin"]
 
+    # Named CNI networks for jobs' net = [...]: *.conflist (and *.conf) files keyed by their
+    # "name"; a network named "default" here replaces the builtin one.
+    cni_config_dir = "/etc/nomad-rkt-driver/net.d"
+
+    # IPv4 subnet of the builtin "default" network (CNI ptp + host-local + ipMasq + portmap), as
+    # rkt's.
+    default_network_subnet = "172.16.28.0/24"
+
     # Where the driver keeps its image store and pod state; must be on a local filesystem.
     data_dir = "/var/lib/nomad-rkt-driver"
 

@@ -5,6 +5,7 @@ Declared once here; the hclspec, the decoder, ``plugin.hcl`` and the docs derive
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -46,6 +47,15 @@ def _caps(value: tuple[str, ...]) -> None:
             raise ValueError(f'"{cap}" is not a capability name; write e.g. "NET_ADMIN" or "CAP_NET_ADMIN"')
 
 
+def _subnet(value: str) -> None:
+    try:
+        network = ipaddress.IPv4Network(value)
+    except ValueError:
+        raise ValueError(f'"{value}" is not an IPv4 subnet; write e.g. "172.16.28.0/24"') from None
+    if network.num_addresses < 4:
+        raise ValueError(f'"{value}" is too small for pods; use a /29 or larger, e.g. "172.16.28.0/24"')
+
+
 def _cgroup_parent(value: str) -> None:
     if not value.startswith("/") or ".." in value.split("/"):
         raise ValueError(f'"{value}" is not an absolute cgroup path; write e.g. "/nomad-rkt"')
@@ -79,6 +89,17 @@ class PluginConfig:
         ["/usr/lib/cni", "/opt/cni/bin"],
         "Directories searched, in order, for the CNI plugin binaries (ptp, bridge, host-local, portmap).",
         validate=_absolute_dirs,
+    )
+    cni_config_dir: str = setting(
+        "/etc/nomad-rkt-driver/net.d",
+        'Named CNI networks for jobs\' net = [...]: *.conflist (and *.conf) files keyed by their "name"; '
+        'a network named "default" here replaces the builtin one.',
+        validate=_absolute_dir,
+    )
+    default_network_subnet: str = setting(
+        "172.16.28.0/24",
+        'IPv4 subnet of the builtin "default" network (CNI ptp + host-local + ipMasq + portmap), as rkt\'s.',
+        validate=_subnet,
     )
     data_dir: str = setting(
         "/var/lib/nomad-rkt-driver",

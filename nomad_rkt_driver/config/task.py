@@ -6,6 +6,7 @@ from it. Later issues grow this class; the mechanism stays.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -79,6 +80,27 @@ def _port_labels(value: tuple[str, ...]) -> None:
             raise ValueError(f'"{label}" is not a Nomad port label (letters, digits and _ only)')
 
 
+def _dns_servers(value: tuple[str, ...]) -> None:
+    if len(value) == 1 and value[0] in ("host", "none"):
+        return
+    for server in value:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise ValueError(f'"{server}" is not an IP address; list IPs, or only "host" or only "none"') from None
+
+
+def _extra_hosts(value: tuple[str, ...]) -> None:
+    for entry in value:
+        name, sep, ip_text = entry.partition(":")
+        if not sep or not name or not ip_text:
+            raise ValueError(f'"{entry}" is not "name:ip"; write e.g. "db.internal:10.0.0.5"')
+        try:
+            ipaddress.ip_address(ip_text)
+        except ValueError:
+            raise ValueError(f'"{entry}": "{ip_text}" is not an IP address') from None
+
+
 def _caps(value: tuple[str, ...]) -> None:
     for cap in value:
         if not re.match(r"^(CAP_)?[A-Z_]+$|^ALL$", cap.upper()):
@@ -132,6 +154,17 @@ class TaskConfig:
     )
     net: tuple[str, ...] = setting(
         ["default"], 'Networks to join: "default", "host", "none" or named CNI networks.', validate=_nets
+    )
+    dns_servers: tuple[str, ...] = setting(
+        [],
+        'DNS servers for the pod\'s /etc/resolv.conf: IPs, or only "host" (the host\'s file) or only "none" '
+        "(an empty file). Default: Nomad's dns block, else DNS a CNI network returns, else the host's file.",
+        validate=_dns_servers,
+    )
+    dns_search_domains: tuple[str, ...] = setting([], "Search domains for the pod's /etc/resolv.conf.")
+    dns_options: tuple[str, ...] = setting([], 'resolv.conf options, e.g. ["ndots:2"].')
+    extra_hosts: tuple[str, ...] = setting(
+        [], 'Extra /etc/hosts entries "name:ip" (the pod\'s host name is always there).', validate=_extra_hosts
     )
     insecure_options: tuple[str, ...] = setting(
         [],
