@@ -23,6 +23,7 @@ from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument, NotImpl
 
 if TYPE_CHECKING:
     from nomad_rkt_driver.driver.tasks import TaskManager
+    from nomad_rkt_driver.network.ports import DriverNetwork
 from nomad_rkt_driver.types import (
     AgentConfig,
     Capabilities,
@@ -140,6 +141,10 @@ class RktDriver:
                 f"the rkt driver cannot run tasks on this host yet: {health.description}", recoverable=True
             )
         return await self._manager().start(task, cfg, self.config, where)
+
+    def task_network(self, task_id: str) -> DriverNetwork | None:
+        """The task's network_override (pod address, label → container port); None without one."""
+        return self._manager().network_of(task_id)
 
     async def recover_task(self, task_id: str, driver_state: bytes) -> None:
         if not task_id:

@@ -1,10 +1,17 @@
 """From Nomad's task, the job's rkt config and the image to the runtime's PodSpec (pure, except
-for reading the image's /etc/passwd and /etc/group to resolve user names)."""
+for reading the image's /etc/passwd and /etc/group to resolve user names).
+
+Networking is two steps: :func:`network_request` says what the pod's network must be (Nomad's
+group namespace, ``host``, ``none`` or CNI networks, and the resolved port forwards); the driver
+sets it up (network package) and passes the resulting Attachment to :func:`build`, which joins its
+namespace and bind-mounts its resolv.conf and hosts read-only.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from nomad_rkt_driver.config.plugin import PluginConfig
@@ -12,6 +19,9 @@ from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.driver.insecure import expand
 from nomad_rkt_driver.errors import InvalidConfig, NotImplementedYet
 from nomad_rkt_driver.images.imageconfig import ImageDefaults
+from nomad_rkt_driver.network import ports
+from nomad_rkt_driver.network.attach import Attachment, NetworkRequest
+from nomad_rkt_driver.network.dns import DnsConfig
 from nomad_rkt_driver.runtime.records import pod_id_for
 from nomad_rkt_driver.runtime.spec import Bind, PodSpec, Resources
 from nomad_rkt_driver.types import NetworkMode, TaskRequest
@@ -26,6 +36,7 @@ def build(
     lower_dirs: tuple[Path, ...],
     plugin: PluginConfig,
     where: str,
+    network: Attachment,
 ) -> PodSpec:
     """The pod for one task; raises InvalidConfig naming the attribute when the job asks for too much."""
     uid, gid = _user(task.user or _image_user(image), lower_dirs, where)
@@ -38,9 +49,9 @@ def build(
         gid=gid,
         hostname=cfg.hostname or _hostname(task.name),
         readonly_rootfs=cfg.readonly_rootfs,
-        binds=_binds(task),
+        binds=_binds(task) + _network_binds(network),
         resources=_resources(task),
-        netns=_netns(task, cfg, where),
+        netns=network.netns,
         privileged=_privileged(cfg, plugin, where),
         cap_add=_cap_add(cfg, plugin, where),
         cap_drop=tuple(_cap(c) for c in cfg.cap_drop),
@@ -145,17 +156,44 @@ def _resources(task: TaskRequest) -> Resources:
     )
 
 
-def _netns(task: TaskRequest, cfg: TaskConfig, where: str) -> str:
-    if task.network.mode is NetworkMode.GROUP and task.network.path:
-        return task.network.path  # Nomad made the group's namespace (bridge mode): join it
-    if cfg.net == ("host",):
-        return "host"
-    if cfg.net == ("none",):
-        return ""
-    raise NotImplementedYet(
-        f"{where}: net = {list(cfg.net)} needs CNI networking, which this version does not "
-        'have yet; use net = ["host"] or net = ["none"], or a group network "bridge"'
+def _network_binds(network: Attachment) -> tuple[Bind, ...]:
+    return (Bind(network.resolv_conf, "/etc/resolv.conf", True), Bind(network.hosts, "/etc/hosts", True))
+
+
+def image_ports(image: ImageDefaults) -> tuple[ports.ImagePort, ...]:
+    return tuple(ports.ImagePort(p.name, p.port, p.protocol) for p in image.ports)
+
+
+def network_request(task: TaskRequest, cfg: TaskConfig, image: ImageDefaults, where: str) -> tuple[NetworkRequest, str]:
+    """What the pod's network must be, and a warning for a task event ("" if none).
+
+    Nomad's group namespace (bridge mode) is joined as it is, and Nomad maps its ports; on ``host``
+    networking a port mapping is ignored with a warning (hashicorp/nomad#3207); ``none`` has no
+    network to forward to, so a port mapping is an error; otherwise every label resolves to an
+    image port (network/ports.py) or the start fails naming it.
+    """
+    base = NetworkRequest(
+        pod_id=pod_id_for(task.id),
+        nets=cfg.net,
+        hostname=cfg.hostname or _hostname(task.name),
+        dns=DnsConfig(cfg.dns_servers, cfg.dns_search_domains, cfg.dns_options),
+        nomad_dns=DnsConfig(task.dns.servers, task.dns.searches, task.dns.options) if task.dns else None,
+        extra_hosts=cfg.extra_hosts,
     )
+    if task.network.mode is NetworkMode.GROUP and task.network.path:
+        why = "the task joins its group's network namespace, where Nomad maps the ports"
+        return replace(base, join=task.network.path), ports.ignored_warning(cfg.port_map, cfg.ports, why)
+    if cfg.net == ("host",):
+        why = "the task uses host networking"
+        return base, ports.ignored_warning(cfg.port_map, cfg.ports, why)
+    if cfg.net == ("none",):
+        if cfg.port_map or cfg.ports:
+            raise InvalidConfig(
+                where, "port_map", 'net = ["none"] has no network to forward ports to; use "default" or remove them'
+            )
+        return base, ""
+    forwards = ports.resolve(cfg.port_map, cfg.ports, task.resources.ports, image_ports(image), where)
+    return replace(base, forwards=forwards), ""
 
 
 def _privileged(cfg: TaskConfig, plugin: PluginConfig, where: str) -> bool:

@@ -1,4 +1,8 @@
-"""The task lifecycle: Nomad's task verbs on top of the image store and the pods runtime.
+"""The task lifecycle: Nomad's task verbs on top of the image store, the network and the pods runtime.
+
+StartTask: image → network (network/attach.py; rolled back if the pod does not start) → pod.
+DestroyTask: pod, then its network (CNI DEL needs the namespace, which the pod no longer holds).
+What network teardown needs is on disk under ``<data_dir>/network``; the driver_state says where.
 
 Blocking work (pulls, unpacking, runc, conmon) runs in a bounded thread pool; waiting is one
 shared poller (exits.py). A task is known to this process after StartTask or RecoverTask; its
@@ -28,6 +32,8 @@ from nomad_rkt_driver.driver.stats import CpuCounters, cpu_usage
 from nomad_rkt_driver.errors import FailedPrecondition, NotFound
 from nomad_rkt_driver.images.pull import Puller, PullProgress
 from nomad_rkt_driver.images.store import Store
+from nomad_rkt_driver.network import ports
+from nomad_rkt_driver.network.attach import PodNetworks
 from nomad_rkt_driver.runtime.pods import PodLost, Pods
 from nomad_rkt_driver.runtime.probe import locate
 from nomad_rkt_driver.types import (
@@ -58,6 +64,8 @@ class Task:
     pods: Pods
     stop_signal: str
     driver_state: bytes
+    networks: PodNetworks | None = None
+    network: ports.DriverNetwork | None = None
 
 
 class TaskManager:
@@ -85,6 +93,15 @@ class TaskManager:
             pods = Pods(Path(state_dir), runc, conmon, plugin.cgroup_parent)
             self._pods[state_dir] = pods
         return pods
+
+    @staticmethod
+    def _networks_for(plugin: PluginConfig) -> PodNetworks:
+        return PodNetworks(
+            Path(plugin.data_dir) / "network", plugin.cni_path, plugin.cni_config_dir, plugin.default_network_subnet
+        )
+
+    def _event(self, request: TaskRequest, message: str, details: dict[str, str]) -> None:
+        self._events.publish(TaskEvent(request.id, request.alloc_id, request.name, time.time(), message, details))
 
     def _images_for(self, plugin: PluginConfig) -> Images:
         root = str(Path(plugin.data_dir) / "images")
@@ -128,12 +145,24 @@ class TaskManager:
             loop.call_soon_threadsafe(self._events.publish, event)
 
         ready = await self._run(lambda: images.prepare(cfg, plugin, where, progress))
-        spec = podspec.build(request, cfg, ready.defaults, ready.lower_dirs, plugin, where)
-        record = await self._run(
-            lambda: pods.create(
-                spec, list(ready.lower_dirs), request.stdout_path, request.stderr_path, no_overlay=cfg.no_overlay
+        net_request, warning = podspec.network_request(request, cfg, ready.defaults, where)
+        if warning:
+            self._event(request, warning, {"net": ",".join(cfg.net)})
+        networks = self._networks_for(plugin)
+        attachment = await self._run(lambda: networks.setup(net_request, where))
+        try:
+            spec = podspec.build(request, cfg, ready.defaults, ready.lower_dirs, plugin, where, attachment)
+            record = await self._run(
+                lambda: pods.create(
+                    spec, list(ready.lower_dirs), request.stdout_path, request.stderr_path, no_overlay=cfg.no_overlay
+                )
             )
-        )
+        except BaseException:
+            await asyncio.shield(self._run(lambda: networks.teardown(net_request.pod_id)))
+            raise
+        network = None
+        if attachment.forwards or attachment.interfaces:
+            network = ports.DriverNetwork(attachment.ip, ports.driver_port_map(attachment.forwards))
         stop_signal = ready.defaults.stop_signal or DEFAULT_STOP_SIGNAL
         state = encode_state(
             {
@@ -146,10 +175,25 @@ class TaskManager:
                 "runtime": plugin.runtime,
                 "conmon": plugin.conmon,
                 "cgroup_parent": plugin.cgroup_parent,
+                "network_root": str(networks.root),
+                "cni_path": list(plugin.cni_path),
+                "net_pod_id": net_request.pod_id,
+                "network": {"addr": network.addr, "port_map": network.port_map} if network else None,
             }
         )
         self._tasks.set(
-            request.id, Task(request.id, request.name, request.alloc_id, record.pod_id, pods, stop_signal, state)
+            request.id,
+            Task(
+                request.id,
+                request.name,
+                request.alloc_id,
+                record.pod_id,
+                pods,
+                stop_signal,
+                state,
+                networks,
+                network,
+            ),
         )
         log.info("task started", extra={"task_id": request.id, "pod_id": record.pod_id, "image": cfg.image})
         return state
@@ -166,6 +210,9 @@ class TaskManager:
         except KeyError as exc:
             raise FailedPrecondition(f"task {task_id}: the driver state lacks {exc}; it cannot be recovered") from exc
         if status.state == "gone":
+            networks, _ = _network_from_state(state)
+            if networks is not None:  # the pod will not come back: its network must not outlive it
+                await self._run(lambda: networks.teardown(pod_id))
             raise FailedPrecondition(
                 f"task {task_id}: its pod {pod_id} is gone (monitor died, host rebooted?); "
                 "Nomad will start the task again"
@@ -180,6 +227,7 @@ class TaskManager:
                 pods,
                 str(state.get("stop_signal") or DEFAULT_STOP_SIGNAL),
                 driver_state,
+                *_network_from_state(state),
             ),
         )
         log.info("task recovered", extra={"task_id": task_id, "pod_id": pod_id, "state": status.state})
@@ -209,6 +257,9 @@ class TaskManager:
             if status.state == "running":
                 raise FailedPrecondition(f"task {task_id} is still running; stop it first or destroy with force")
         await self._run(lambda: task.pods.destroy(task.pod_id))
+        networks = task.networks
+        if networks is not None:  # after the pod: DEL runs while our namespace still exists
+            await self._run(lambda: networks.teardown(task.pod_id))
         self._tasks.delete(task_id)
 
     async def inspect(self, task_id: str) -> TaskStatusView:
@@ -261,5 +312,22 @@ class TaskManager:
             previous = counters
             await asyncio.sleep(interval_s)
 
+    def network_of(self, task_id: str) -> ports.DriverNetwork | None:
+        """The network_override for Nomad: pod address and label → container port (None without one)."""
+        return self._task(task_id).network
+
     def state_of(self, task_id: str) -> dict[str, Any]:
         return decode_state(self._task(task_id).driver_state, task_id)
+
+
+def _network_from_state(state: dict[str, Any]) -> tuple[PodNetworks | None, ports.DriverNetwork | None]:
+    """The task's network parts from its driver_state (states from before networks have none)."""
+    root = state.get("network_root")
+    if not root:
+        return None, None
+    networks = PodNetworks(Path(str(root)), tuple(state.get("cni_path") or ()), "", "")
+    saved = state.get("network")
+    network = None
+    if isinstance(saved, dict):
+        network = ports.DriverNetwork(str(saved.get("addr", "")), dict(saved.get("port_map") or {}))
+    return networks, network

@@ -183,3 +183,12 @@ def driver_port_map(forwards: Sequence[PortForward]) -> dict[str, int]:
     for fwd in forwards:
         result.setdefault(fwd.label, fwd.container_port)
     return result
+
+
+@dataclass(frozen=True)
+class DriverNetwork:
+    """Nomad's network_override: the pod's address and label → container port (address_mode "driver")."""
+
+    addr: str
+    port_map: dict[str, int]
+    auto_advertise: bool = True

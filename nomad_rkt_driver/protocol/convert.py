@@ -6,6 +6,7 @@ import math
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nomad_rkt_driver.network.ports import DriverNetwork
 from nomad_rkt_driver.protocol.gen import attribute_pb2, base_pb2, driver_pb2
 from nomad_rkt_driver.types import (
     DNS,
@@ -229,4 +230,13 @@ def task_status_to_proto(view: TaskStatusView) -> driver_pb2.TaskStatus:
         started_at=timestamp(view.started_at),
         completed_at=timestamp(view.completed_at),
         result=exit_result_to_proto(view.result),
+    )
+
+
+def network_override_to_proto(network: DriverNetwork | None) -> driver_pb2.NetworkOverride | None:
+    """StartTask/InspectTask's network_override (address_mode = "driver" services); None to leave it unset."""
+    if network is None:
+        return None
+    return driver_pb2.NetworkOverride(
+        port_map=dict(network.port_map), addr=network.addr, auto_advertise=network.auto_advertise
     )

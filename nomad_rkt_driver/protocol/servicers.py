@@ -99,7 +99,8 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         handle = driver_pb2.TaskHandle(
             version=HANDLE_VERSION, config=request.task, state=driver_pb2.RUNNING, driver_state=state
         )
-        return driver_pb2.StartTaskResponse(handle=handle)
+        network = convert.network_override_to_proto(self._driver.task_network(task.id))
+        return driver_pb2.StartTaskResponse(handle=handle, network_override=network)
 
     async def RecoverTask(
         self, request: driver_pb2.RecoverTaskRequest, context: Context
@@ -129,8 +130,9 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         self, request: driver_pb2.InspectTaskRequest, context: Context
     ) -> driver_pb2.InspectTaskResponse:
         view = await _call(context, "InspectTask", lambda: self._driver.inspect_task(request.task_id))
+        network = convert.network_override_to_proto(self._driver.task_network(request.task_id))
         return driver_pb2.InspectTaskResponse(
-            task=convert.task_status_to_proto(view), driver=driver_pb2.TaskDriverStatus()
+            task=convert.task_status_to_proto(view), driver=driver_pb2.TaskDriverStatus(), network_override=network
         )
 
     async def TaskStats(
