@@ -2,15 +2,18 @@
 
 The policy is rkt's: images must be verified unless the task opts out with
 ``insecure_options = ["image"]``; plain-HTTP registries need ``http``; skipping TLS checks
-needs ``tls``. Docker/OCI signature verification (sigstore) is not built yet, so — exactly like
-rkt for docker images — such images are refused without the ``image`` opt-out.
+needs ``tls``. Registry images are verified with cosign-style signatures (``sha256-<hex>.sig``
+in the same repository) against the sigstore public keys the plugin's ``trust_dir`` trusts for
+the image's name; the verified digest is then pulled, pinned, so a tag moved meanwhile cannot
+slip in. OCI layouts and archives imported from disk carry no registry signatures: they are
+refused without the ``image`` opt-out.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nomad_rkt_driver.config.plugin import PluginConfig
@@ -28,7 +31,10 @@ from nomad_rkt_driver.images.reference import (
     OCILayoutReference,
     parse_reference,
 )
+from nomad_rkt_driver.images.registry import RegistryClient
+from nomad_rkt_driver.images.signatures import verify_image
 from nomad_rkt_driver.images.store import ImageRecord, Store
+from nomad_rkt_driver.images.trust import SigstoreTrust
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[PullProgress], None]
@@ -41,6 +47,7 @@ class ReadyImage:
     record: ImageRecord
     defaults: ImageDefaults
     lower_dirs: tuple[Path, ...]
+    signer: str | None = None  # the trusted key file that verified the image; None when not verified
 
 
 class Images:
@@ -59,28 +66,18 @@ class Images:
         except InvalidArgument as exc:  # the parser names the text and the accepted forms
             raise InvalidConfig(where, "image", str(exc)) from exc
         off = expand(task.insecure_options)
-        if "image" not in off:
-            raise InvalidConfig(
-                where,
-                "image",
-                f"signature verification for {ref.transport} images is not "
-                'supported yet (try insecure_options = ["image"])',
-            )
+        signer = None
         if isinstance(ref, DockerReference):
-            credentials = None
-            if task.auth.username:
-                credentials = Credentials(username=task.auth.username, password=task.auth.password or "")
-            credentials = resolve_credentials(ref.registry, explicit=credentials)
-            record = self.puller.pull(
-                ref,
-                insecure_http="http" in off,
-                tls_verify="tls" not in off,
-                credentials=credentials,
-                force=task.force_pull,
-                timeout_s=float(task.image_pull_timeout),
-                progress=progress,
-            )
+            record, signer = self._pull(ref, task, plugin, off, progress)
         elif isinstance(ref, OCILayoutReference | OCIArchiveReference | DockerArchiveReference):
+            if "image" not in off:
+                raise InvalidConfig(
+                    where,
+                    "image",
+                    f"{ref} is imported from disk and has no registry signature to verify; push it to a "
+                    'registry and sign it with cosign, or set insecure_options = ["image"]',
+                )
+            log.warning("image %s: image signature verification has been disabled", ref)
             record = import_image(self.store, ref)
         else:
             raise NotImplementedYet(
@@ -91,4 +88,49 @@ class Images:
         lower = [
             self.store.unpacked_layer(layer.digest, layer.media_type, diff_id=layer.diff_id) for layer in record.layers
         ]
-        return ReadyImage(record, defaults, tuple(reversed(lower)))
+        return ReadyImage(record, defaults, tuple(reversed(lower)), signer)
+
+    def _pull(
+        self,
+        ref: DockerReference,
+        task: TaskConfig,
+        plugin: PluginConfig,
+        off: frozenset[str],
+        progress: ProgressCallback | None,
+    ) -> tuple[ImageRecord, str | None]:
+        """Verify (unless ``image`` is off) and pull; returns the record and the verifying key file."""
+        credentials = None
+        if task.auth.username:
+            credentials = Credentials(username=task.auth.username, password=task.auth.password or "")
+        credentials = resolve_credentials(ref.registry, explicit=credentials)
+        signer = None
+        if "image" in off:
+            log.warning("image %s: image signature verification has been disabled", ref)
+        else:
+            with RegistryClient(
+                ref.api_host,
+                insecure_http="http" in off,
+                tls_verify="tls" not in off,
+                credentials=credentials,
+                timeout_s=min(float(plugin.pull_activity_timeout), float(task.image_pull_timeout)),
+            ) as client:
+                verified = verify_image(client, ref, SigstoreTrust(Path(plugin.trust_dir)))
+            signer = str(verified.signer.path)
+            log.info(
+                "image %s: signature verified: digest %s signed by %s (trusted for %s)",
+                ref,
+                verified.digest,
+                signer,
+                verified.signer.scope,
+            )
+            ref = replace(ref, digest=verified.digest)  # pull exactly what was verified
+        record = self.puller.pull(
+            ref,
+            insecure_http="http" in off,
+            tls_verify="tls" not in off,
+            credentials=credentials,
+            force=task.force_pull,
+            timeout_s=float(task.image_pull_timeout),
+            progress=progress,
+        )
+        return record, signer
