@@ -1,0 +1,109 @@
+"""StartTask through the real plugin process runs a cosign-signed registry image without insecure_options "image".
+
+The plugin is configured with a ``trust_dir`` that trusts the test's cosign key for the registry's
+``test`` prefix; the task only opts out of HTTPS (``http``: the test registry is plain HTTP).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nomad_rkt_driver.config.plugin import PluginConfig
+from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+from tests.imagebuild import busybox_image
+from tests.integration.driver.conftest import CGROUP_PARENT, _clean, encode, leftovers, make_alloc, task_config
+from tests.protocol.plugin import Plugin, launch, nomad_env
+from tests.registryserver import RegistryServer, need
+from tests.unit.images.test_sigstore_producer import Cosign
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cgroup_parent() -> Iterator[str]:
+    """Remove the pods' cgroup parent when this module is done (as the driver tests' conftest does)."""
+    yield CGROUP_PARENT
+    for directory in Path("/sys/fs/cgroup").glob(f"*{CGROUP_PARENT}"):
+        if directory.is_dir():
+            directory.rmdir()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    server = RegistryServer(tmp_path / "registry", "plain")
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "data"
+    yield path
+    left = leftovers(path)
+    _clean(path)
+    assert left == [], "the test left pods behind"
+
+
+@pytest.fixture
+def plugin(data_dir: Path, tmp_path: Path, registry: RegistryServer) -> Iterator[tuple[Plugin, Path]]:
+    trust_dir = tmp_path / "trustedkeys"
+    running = launch(nomad_env())
+    try:
+        running.base.SetConfig(
+            base_pb2.SetConfigRequest(
+                msgpack_config=encode(
+                    PluginConfig, data_dir=str(data_dir), cgroup_parent=CGROUP_PARENT, trust_dir=str(trust_dir)
+                ),
+                plugin_api_version="v0.1.0",
+            )
+        )
+        yield running, trust_dir
+    finally:
+        if running.proc.poll() is None:
+            running.shutdown()
+        running.kill()
+
+
+def _digest(image: str) -> str:
+    done = subprocess.run(
+        [need("skopeo", "skopeo"), "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{image}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_signed_image_starts_without_the_image_opt_out(
+    plugin: tuple[Plugin, Path], registry: RegistryServer, tmp_path: Path
+) -> None:
+    running, trust_dir = plugin
+    built = busybox_image(tmp_path / "layout", tag="v1")
+    registry.push(f"oci:{built.layout}:v1", "test/web:v1")
+    registry.push(f"oci:{built.layout}:v1", "test/unsigned:v1")
+    cosign = Cosign(tmp_path / "cosign")
+    key = cosign.generate_key_pair("release")
+    cosign.sign_image(key, f"{registry.host}/test/web@{_digest(f'{registry.host}/test/web:v1')}")
+    key_file = trust_dir / "prefix.d" / registry.host / "test" / "release.pub"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_bytes(key.pem)
+
+    alloc = make_alloc(tmp_path)
+    config = task_config(alloc, f"{registry.host}/test/web:v1", insecure_options=["http"])
+    response = running.driver.StartTask(driver_pb2.StartTaskRequest(task=config), timeout=120)
+    assert response.handle.state == driver_pb2.RUNNING
+    result = running.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=config.id), timeout=60)
+    assert result.result.exit_code == 0
+    assert "hello from the test image" in alloc.stdout.text()
+    running.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=config.id, force=True), timeout=60)
+
+    alloc = make_alloc(tmp_path, "unsigned")
+    config = task_config(alloc, f"{registry.host}/test/unsigned:v1", insecure_options=["http"])
+    with pytest.raises(grpc.RpcError) as info:
+        running.driver.StartTask(driver_pb2.StartTaskRequest(task=config), timeout=120)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details() or ""
+    assert "is not signed" in details and 'insecure_options = ["image"]' in details, details
