@@ -175,7 +175,7 @@ class _Check:
                 if verify(key.key, item.payload, item.signature):
                     problem = self._claims_problem(item)
                     if problem is None:
-                        log.info("image %s: signature verified with %s (%s)", self.image, key.path, key.scope)
+                        log.debug("image %s: signature verified with %s (%s)", self.image, key.path, key.scope)
                         return Verified(self.digest, key)
                     mismatches.append(f"{problem} (signed by {key.path})")
         if mismatches:
