@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   set up this machine and show the driver as a Nomad agent would see it
+#   make demo   set up this machine, build the example image and run jobs/hello.nomad.hcl through the plugin
 #   make test   set up this machine and run the whole test suite (what CI runs)
 .PHONY: setup test check demo bench proto plugin.hcl docs
 
@@ -12,7 +12,9 @@ check:
 	scripts/test.sh
 
 demo: setup
+	scripts/build-demo-images.sh
 	.venv/bin/nomad-rkt-driver fingerprint --plugin-config plugin.hcl
+	.venv/bin/nomad-rkt-driver run jobs/hello.nomad.hcl --plugin-config plugin.hcl
 
 bench: setup
 	.venv/bin/python bench/handshake/run.py

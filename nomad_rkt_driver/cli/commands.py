@@ -37,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
         help='an HCL file with a plugin "rkt" { config { ... } } block (default: none)',
     )
     fp.add_argument("--json", action="store_true", help="machine-readable output")
+    run = sub.add_parser("run", help="run a job file's rkt tasks on this host through the plugin (one-node Nomad)")
+    run.add_argument("jobfile", type=Path)
+    run.add_argument(
+        "--plugin-config",
+        type=Path,
+        default=None,
+        help='HCL file with the plugin "rkt" block (default: ./plugin.hcl when it exists)',
+    )
+    validate = sub.add_parser("validate", help="check the rkt task configs of job files against the driver's schema")
+    validate.add_argument("jobfiles", type=Path, nargs="+")
     return parser
 
 
@@ -47,7 +57,51 @@ def dispatch(args: list[str]) -> int:
         return 0
     if opts.command == "fingerprint":
         return _fingerprint(opts.plugin_config, opts.json)
+    if opts.command == "run":
+        return _run(opts.jobfile, opts.plugin_config)
+    if opts.command == "validate":
+        return _validate(opts.jobfiles)
     return 2
+
+
+def _run(jobfile: Path, plugin_config: Path | None) -> int:
+    from nomad_rkt_driver.cli.env import InterpolationError
+    from nomad_rkt_driver.cli.jobfile import JobFileError, load_job
+    from nomad_rkt_driver.cli.ports import PortError
+    from nomad_rkt_driver.cli.run import run_job
+    from nomad_rkt_driver.errors import DriverError
+
+    if plugin_config is None and Path("plugin.hcl").is_file():
+        plugin_config = Path("plugin.hcl")
+    try:
+        return run_job(load_job(jobfile), jobfile, plugin_config)
+    except (OSError, JobFileError, PortError, InterpolationError, DriverError) as exc:
+        print(f"nomad-rkt-driver: {exc}", file=sys.stderr)
+        return 1
+
+
+def _validate(jobfiles: list[Path]) -> int:
+    from nomad_rkt_driver.cli.jobfile import JobFileError, rkt_tasks
+    from nomad_rkt_driver.config.decode import decode_msgpack
+    from nomad_rkt_driver.config.task import TaskConfig
+    from nomad_rkt_driver.errors import InvalidConfig
+
+    failed = 0
+    for path in jobfiles:
+        try:
+            tasks = rkt_tasks(path)
+            for task in tasks:
+                decode_msgpack(TaskConfig, encode_like_nomad(TaskConfig, task.config), f'{path}: task "{task.task}"')
+        except (OSError, JobFileError, InvalidConfig) as exc:
+            print(f"{exc}", file=sys.stderr)
+            failed += 1
+            continue
+        except Exception as exc:  # the HCL parser's own errors carry the line
+            print(f"{path}: cannot parse: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: ok ({len(tasks)} rkt task{'s' if len(tasks) != 1 else ''})")
+    return 1 if failed else 0
 
 
 def _as_dict(message: Any) -> dict[str, Any]:

@@ -1,12 +1,17 @@
-"""Reading Nomad job files (HCL2) for the rkt tasks they contain."""
+"""Reading Nomad job files (HCL2) for what the local runner and `validate` need."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nomad_rkt_driver.cli.hclfile import load_hcl, single
+from nomad_rkt_driver.config.durations import Duration
+
+
+class JobFileError(ValueError):
+    """The job file cannot be used; the message names the file and the block."""
 
 
 @dataclass(frozen=True)
@@ -15,6 +20,51 @@ class RktTask:
     group: str
     task: str
     config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    label: str
+    static: int = 0
+    to: int = 0
+
+
+@dataclass(frozen=True)
+class Restart:
+    attempts: int = 0
+    delay_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    driver: str
+    config: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+    user: str = ""
+    kill_signal: str = ""
+    kill_timeout_s: float = 5.0
+    cpu_mhz: int = 100
+    memory_mb: int = 300
+    memory_max_mb: int = 0
+    restart: Restart = field(default_factory=Restart)
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    tasks: tuple[TaskSpec, ...]
+    ports: tuple[PortSpec, ...] = ()
+    network_mode: str = "host"
+    restart: Restart = field(default_factory=Restart)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    type: str
+    groups: tuple[GroupSpec, ...]
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 def _labelled(blocks: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -26,14 +76,78 @@ def _labelled(blocks: Any) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def _duration(value: Any, where: str) -> float:
+    try:
+        return float(Duration.parse(str(value)))
+    except ValueError as exc:
+        raise JobFileError(f"{where}: {exc}") from exc
+
+
+def _restart(block: Any, where: str, base: Restart) -> Restart:
+    body = single(block) if block else None
+    if not body:
+        return base
+    return Restart(
+        attempts=int(body.get("attempts", base.attempts)),
+        delay_s=_duration(body["delay"], f"{where} restart.delay") if "delay" in body else base.delay_s,
+    )
+
+
+def _ports(network: Any) -> tuple[tuple[PortSpec, ...], str]:
+    body = single(network) if network else None
+    if not body:
+        return (), "host"
+    ports = tuple(
+        PortSpec(label, int(spec.get("static", 0) or 0), int(spec.get("to", 0) or 0))
+        for label, spec in _labelled(body.get("port"))
+    )
+    return ports, str(body.get("mode", "host"))
+
+
+def _task(name: str, body: dict[str, Any], where: str, restart: Restart) -> TaskSpec:
+    resources = single(body.get("resources")) or {}
+    return TaskSpec(
+        name=name,
+        driver=str(body.get("driver", "")),
+        config=dict(single(body.get("config")) or {}),
+        env={str(k): str(v) for k, v in (single(body.get("env")) or {}).items()},
+        user=str(body.get("user", "")),
+        kill_signal=str(body.get("kill_signal", "")),
+        kill_timeout_s=_duration(body["kill_timeout"], f"{where} kill_timeout") if "kill_timeout" in body else 5.0,
+        cpu_mhz=int(resources.get("cpu", 100)),
+        memory_mb=int(resources.get("memory", 300)),
+        memory_max_mb=int(resources.get("memory_max", 0)),
+        restart=_restart(body.get("restart"), where, restart),
+    )
+
+
+def load_job(path: Path) -> JobSpec:
+    """The one job in ``path``; raises JobFileError (or the HCL parser's error) when unusable."""
+    data = load_hcl(path)
+    jobs = _labelled(data.get("job"))
+    if len(jobs) != 1:
+        raise JobFileError(f"{path}: expected exactly one job block, found {len(jobs)}")
+    job_name, job = jobs[0]
+    groups = []
+    for group_name, group in _labelled(job.get("group")):
+        where = f'{path}: group "{group_name}"'
+        restart = _restart(group.get("restart"), where, Restart())
+        ports, mode = _ports(group.get("network"))
+        tasks = tuple(
+            _task(task_name, body, f'{where} task "{task_name}"', restart)
+            for task_name, body in _labelled(group.get("task"))
+        )
+        groups.append(GroupSpec(group_name, tasks, ports, mode, restart))
+    meta = {str(k): str(v) for k, v in (single(job.get("meta")) or {}).items()}
+    return JobSpec(job_name, str(job.get("type", "service")), tuple(groups), meta)
+
+
 def rkt_tasks(path: Path) -> list[RktTask]:
     """Every task with ``driver = "rkt"`` in the job file, with its ``config {}`` body."""
-    data = load_hcl(path)
-    tasks = []
-    for job_name, job in _labelled(data.get("job")):
-        for group_name, group in _labelled(job.get("group")):
-            for task_name, task in _labelled(group.get("task")):
-                if task.get("driver") == "rkt":
-                    config = single(task.get("config", {})) or {}
-                    tasks.append(RktTask(job_name, group_name, task_name, dict(config)))
-    return tasks
+    job = load_job(path)
+    return [
+        RktTask(job.name, group.name, task.name, task.config)
+        for group in job.groups
+        for task in group.tasks
+        if task.driver == "rkt"
+    ]

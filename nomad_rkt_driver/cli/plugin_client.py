@@ -7,10 +7,12 @@ process a Nomad agent would load, never an in-process shortcut.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import Final
@@ -45,9 +47,11 @@ class PluginProcess:
             env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=None,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        self._stderr = threading.Thread(target=self._relay_logs, daemon=True)
+        self._stderr.start()
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode().strip()
         parts = line.split("|")
@@ -60,6 +64,19 @@ class PluginProcess:
         self.driver = driver_pb2_grpc.DriverStub(self.channel)
         self._controller = grpc_controller_pb2_grpc.GRPCControllerStub(self.channel)
 
+    def _relay_logs(self) -> None:
+        """Show the plugin's hclog lines to a person: "rkt plugin: warn: message"."""
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            text = raw.decode(errors="replace").strip()
+            try:
+                entry = json.loads(text)
+                text = f"{entry.get('@level', 'info')}: {entry.get('@message', '')}"
+            except (ValueError, AttributeError):
+                pass
+            if text:
+                print(f"rkt plugin: {text}", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         """Ask the plugin to shut down like go-plugin's Kill(): Shutdown, wait 2 s, then SIGKILL."""
         with contextlib.suppress(grpc.RpcError):
@@ -71,6 +88,10 @@ class PluginProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._stderr.join(timeout=5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def __enter__(self) -> PluginProcess:
         return self

@@ -1,0 +1,264 @@
+"""`nomad-rkt-driver run JOBFILE`: a one-node Nomad for the job's rkt tasks, through the plugin.
+
+The plugin executable is launched through the go-plugin handshake and driven over gRPC exactly
+as a Nomad agent drives it (SetConfig, StartTask, WaitTask, StopTask, DestroyTask), so what runs
+here runs the same under Nomad.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+from google.protobuf.duration_pb2 import Duration as DurationProto
+
+from nomad_rkt_driver.cli.env import interpolate, task_env
+from nomad_rkt_driver.cli.hclfile import encode_like_nomad, plugin_block
+from nomad_rkt_driver.cli.jobfile import GroupSpec, JobSpec, TaskSpec
+from nomad_rkt_driver.cli.logmon import LogMon
+from nomad_rkt_driver.cli.plugin_client import PluginProcess
+from nomad_rkt_driver.cli.ports import Allocated
+from nomad_rkt_driver.config.decode import decode_msgpack
+from nomad_rkt_driver.config.plugin import WHERE as PLUGIN_WHERE
+from nomad_rkt_driver.config.plugin import PluginConfig
+from nomad_rkt_driver.config.task import TaskConfig
+from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+
+MIB = 1 << 20
+
+
+@dataclass
+class RunningTask:
+    """One task of the allocation: its dirs, log readers, and the current Nomad task id."""
+
+    spec: TaskSpec
+    group: GroupSpec
+    config: dict[str, Any]
+    env: dict[str, str]
+    logmons: list[LogMon] = field(default_factory=list)
+    task_id: str = ""
+    result: driver_pb2.WaitTaskResponse | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Runner:
+    """Runs one job's rkt tasks on this host until they end (batch) or Ctrl-C (service)."""
+
+    def __init__(self, job: JobSpec, job_dir: Path, plugin_body: dict[str, Any], out: TextIO = sys.stdout) -> None:
+        self.job = job
+        self.job_dir = job_dir
+        self.out = out
+        self.plugin_body = plugin_body
+        self.plugin_config: PluginConfig = decode_msgpack(
+            PluginConfig, encode_like_nomad(PluginConfig, plugin_body), PLUGIN_WHERE
+        )
+        self.alloc_id = secrets.token_hex(16)
+        self.alloc_dir = Path(self.plugin_config.data_dir) / "allocs" / self.alloc_id
+        self.stopping = threading.Event()
+        self._print_lock = threading.Lock()
+
+    def say(self, text: str, stream: TextIO | None = None) -> None:
+        with self._print_lock:
+            print(text, file=stream or self.out, flush=True)
+
+    # -- set up ---------------------------------------------------------------------------
+
+    def _resolve_image(self, config: dict[str, Any]) -> dict[str, Any]:
+        # A relative oci:/oci-archive:/docker-archive: path is taken relative to the job file.
+        image = str(config.get("image", ""))
+        for transport in ("oci:", "oci-archive:", "docker-archive:"):
+            if image.startswith(transport) and not image[len(transport) :].startswith("/"):
+                return {**config, "image": transport + str((self.job_dir / image[len(transport) :]).resolve())}
+        return config
+
+    def prepare(self, group: GroupSpec, spec: TaskSpec, ports: tuple[Allocated, ...]) -> RunningTask:
+        env = task_env(self.job, group, spec, self.alloc_id, ports)
+        config = self._resolve_image(interpolate(spec.config, env, f'task "{spec.name}" config'))
+        where = f'{self.job.name}: task "{spec.name}" rkt config'
+        decode_msgpack(TaskConfig, encode_like_nomad(TaskConfig, config), where)  # fail before starting anything
+        task_dir = self.alloc_dir / spec.name
+        for sub in (
+            self.alloc_dir / "alloc" / "logs",
+            self.alloc_dir / "alloc" / "data",
+            self.alloc_dir / "alloc" / "tmp",
+            task_dir / "local",
+            task_dir / "secrets",
+            task_dir / "tmp",
+        ):
+            sub.mkdir(parents=True, exist_ok=True)
+        return RunningTask(spec, group, config, env)
+
+    def _task_config(self, task: RunningTask, ports: tuple[Allocated, ...]) -> driver_pb2.TaskConfig:
+        logs = self.alloc_dir / "alloc" / "logs"
+        memory_max = max(task.spec.memory_mb, task.spec.memory_max_mb)
+        return driver_pb2.TaskConfig(
+            id=f"{self.alloc_id}/{task.spec.name}/{secrets.token_hex(4)}",
+            name=task.spec.name,
+            alloc_id=self.alloc_id,
+            job_name=self.job.name,
+            job_id=self.job.name,
+            task_group_name=task.group.name,
+            namespace="default",
+            user=task.spec.user,
+            msgpack_driver_config=encode_like_nomad(TaskConfig, task.config),
+            env=task.env,
+            alloc_dir=str(self.alloc_dir),
+            stdout_path=str(logs / f".{task.spec.name}.stdout.fifo"),
+            stderr_path=str(logs / f".{task.spec.name}.stderr.fifo"),
+            resources=driver_pb2.Resources(
+                allocated_resources=driver_pb2.AllocatedTaskResources(
+                    cpu=driver_pb2.AllocatedCpuResources(cpu_shares=task.spec.cpu_mhz),
+                    memory=driver_pb2.AllocatedMemoryResources(
+                        memory_mb=task.spec.memory_mb, memory_max_mb=task.spec.memory_max_mb
+                    ),
+                ),
+                linux_resources=driver_pb2.LinuxResources(
+                    cpu_shares=task.spec.cpu_mhz, memory_limit_bytes=memory_max * MIB
+                ),
+                ports=[driver_pb2.PortMapping(label=p.label, value=p.value, to=p.to, host_ip=p.host_ip) for p in ports],
+            ),
+        )
+
+    def _start_logs(self, task: RunningTask, config: driver_pb2.TaskConfig) -> None:
+        logs = self.alloc_dir / "alloc" / "logs"
+        name = task.spec.name
+        for path, kind, stream in (
+            (config.stdout_path, "stdout", self.out),
+            (config.stderr_path, "stderr", sys.stderr),
+        ):
+            if not Path(path).exists():
+                task.logmons.append(LogMon(Path(path), logs, f"{name}.{kind}", self._echo(name, stream)))
+
+    def _echo(self, name: str, stream: TextIO) -> Callable[[str], None]:
+        return lambda line: self.say(f"{name} | {line}", stream)
+
+    # -- running --------------------------------------------------------------------------
+
+    def start(self, plugin: PluginProcess, task: RunningTask, ports: tuple[Allocated, ...]) -> None:
+        config = self._task_config(task, ports)
+        self._start_logs(task, config)
+        plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=config))
+        task.task_id = config.id
+        task.done.clear()
+        threading.Thread(target=self._wait, args=(plugin, task), daemon=True).start()
+
+    def _wait(self, plugin: PluginProcess, task: RunningTask) -> None:
+        task.result = plugin.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=task.task_id))
+        task.done.set()
+
+    def stop(self, plugin: PluginProcess, task: RunningTask) -> None:
+        if task.task_id and not task.done.is_set():
+            timeout = DurationProto()
+            timeout.FromNanoseconds(int(task.spec.kill_timeout_s * 1e9))
+            plugin.driver.StopTask(
+                driver_pb2.StopTaskRequest(task_id=task.task_id, timeout=timeout, signal=task.spec.kill_signal)
+            )
+            task.done.wait(task.spec.kill_timeout_s + 15)
+        self.destroy(plugin, task)
+
+    def destroy(self, plugin: PluginProcess, task: RunningTask) -> None:
+        if task.task_id:
+            plugin.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=task.task_id, force=True))
+
+    def set_config(self, plugin: PluginProcess) -> None:
+        cores = [base_pb2.ClientTopologyCore(core_id=i, guess_speed=2000) for i in range(os.cpu_count() or 1)]
+        plugin.base.SetConfig(
+            base_pb2.SetConfigRequest(
+                msgpack_config=encode_like_nomad(PluginConfig, self.plugin_body),
+                plugin_api_version="v0.1.0",
+                nomad_config=base_pb2.NomadConfig(
+                    driver=base_pb2.NomadDriverConfig(Topology=base_pb2.ClientTopology(cores=cores))
+                ),
+            )
+        )
+
+    def cleanup(self, tasks: list[RunningTask]) -> None:
+        for task in tasks:
+            for logmon in task.logmons:
+                logmon.stop()
+        shutil.rmtree(self.alloc_dir, ignore_errors=True)
+
+
+def exit_code_of(result: driver_pb2.WaitTaskResponse | None) -> int:
+    if result is None:
+        return 1
+    if result.err:
+        return 1
+    return result.result.exit_code & 0xFF if result.result.exit_code >= 0 else 1
+
+
+def supervise(
+    runner: Runner, plugin: PluginProcess, tasks: list[RunningTask], ports: dict[str, tuple[Allocated, ...]]
+) -> int:
+    """Report exits, restart per restart {} attempts; the batch exit code (service: 0 after Ctrl-C)."""
+    batch = runner.job.type in ("batch", "sysbatch")
+    attempts = {id(t): 0 for t in tasks}
+    reported: set[int] = set()
+    while not runner.stopping.is_set():
+        for task in tasks:
+            if not task.done.is_set() or id(task) in reported:
+                continue
+            reported.add(id(task))
+            code = exit_code_of(task.result)
+            err = task.result.err if task.result else ""
+            runner.say(f"{task.spec.name} exited with code {code}{': ' + err if err else ''}")
+            if code != 0 and attempts[id(task)] < task.spec.restart.attempts:
+                attempts[id(task)] += 1
+                runner.destroy(plugin, task)
+                time.sleep(task.spec.restart.delay_s)
+                runner.say(f"{task.spec.name}: restarting (attempt {attempts[id(task)]})")
+                runner.start(plugin, task, ports[task.group.name])
+                reported.discard(id(task))
+            elif not batch:
+                runner.say(f"{task.spec.name} will not be restarted; stopping the job")
+                runner.stopping.set()
+        if batch and len(reported) == len(tasks):
+            break
+        runner.stopping.wait(0.2)
+    codes = [exit_code_of(t.result) for t in tasks if t.done.is_set()]
+    return next((c for c in codes if c != 0), 0)
+
+
+def run_job(job: JobSpec, job_path: Path, plugin_config: Path | None) -> int:
+    """Run ``job``; the process exit code (the first failing task's code for batch jobs)."""
+    from nomad_rkt_driver.cli.ports import allocate
+
+    body = plugin_block(plugin_config) if plugin_config else {}
+    runner = Runner(job, job_path.parent, body)
+    groups = [g for g in job.groups if any(t.driver == "rkt" for t in g.tasks)]
+    if not groups:
+        runner.say(f'{job_path}: no task uses driver = "rkt"', sys.stderr)
+        return 1
+    ports = {g.name: allocate(g.ports) for g in groups}
+    tasks = [runner.prepare(g, t, ports[g.name]) for g in groups for t in g.tasks if t.driver == "rkt"]
+    previous = signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
+    try:
+        with PluginProcess() as plugin:
+            runner.set_config(plugin)
+            for task in tasks:
+                runner.say(f"{task.spec.name}: starting {task.config['image']}")
+                runner.start(plugin, task, ports[task.group.name])
+            for group in groups:
+                for port in ports[group.name]:
+                    runner.say(f"{group.name}: port {port.label} -> http://{port.host_ip}:{port.value}/")
+            code = supervise(runner, plugin, tasks, ports)
+            for task in tasks:
+                runner.stop(plugin, task)
+            return code
+    except grpc.RpcError as exc:
+        runner.say(f"nomad-rkt-driver: {exc.details()}", sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        runner.cleanup(tasks)
