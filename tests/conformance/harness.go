@@ -110,6 +110,13 @@ func Launch(t testing.TB) *Instance {
 // LaunchPath is Launch for an explicit executable.
 func LaunchPath(t testing.TB, path string) *Instance {
 	t.Helper()
+	return LaunchCmd(t, exec.Command(path))
+}
+
+// LaunchCmd is Launch for a prepared command (go-plugin appends the agent's
+// environment and the handshake variables to cmd.Env).
+func LaunchCmd(t testing.TB, cmd *exec.Cmd) *Instance {
+	t.Helper()
 	inst := &Instance{Stderr: &SyncBuffer{}, Logs: &SyncBuffer{}}
 	logger := hclog.New(&hclog.LoggerOptions{
 		Name:       "agent",
@@ -120,7 +127,7 @@ func LaunchPath(t testing.TB, path string) *Instance {
 	inst.Client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          plugin.PluginSet{"driver": connPlugin{}},
-		Cmd:              exec.Command(path),
+		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           logger,
 		Stderr:           inst.Stderr,

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // recorder is a testing.TB that records Errorf calls instead of failing, so
@@ -70,5 +72,35 @@ echo '{"@level":"warning","@message":"x","@timestamp":"2026-01-01T00:00:00Z"}' >
 		if !strings.Contains(got, want) {
 			t.Errorf("checkStderrLines did not report %q; recorded: %q", want, got)
 		}
+	}
+}
+
+// TestHarnessCatchesPipesHeldAfterSIGKILL: a child that inherited the
+// plugin's stdout/stderr (as a task or monitor started carelessly would) keeps
+// go-plugin from seeing the plugin exit; the point-6 check must say so and
+// name the holder.
+func TestHarnessCatchesPipesHeldAfterSIGKILL(t *testing.T) {
+	t.Parallel()
+	pidFile := filepath.Join(t.TempDir(), "holder.pid")
+	script := filepath.Join(t.TempDir(), "leaky-plugin")
+	body := fmt.Sprintf("#!/bin/sh\nsleep 30 &\necho $! > %q\nexec %q\n", pidFile, PluginPath(t))
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in := LaunchPath(t, script)
+	t.Cleanup(func() {
+		raw, _ := os.ReadFile(pidFile)
+		var pid int
+		if _, err := fmt.Sscanf(string(raw), "%d", &pid); err == nil && pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	checkPluginInfo(t, in)
+	rec := &recorder{TB: t}
+	if in.sigkillSeenExited(rec, 1500*time.Millisecond) {
+		t.Errorf("sigkillSeenExited passed although a child holds the plugin's pipes")
+	}
+	if got := rec.joined(); !strings.Contains(got, "sleep 30") {
+		t.Errorf("the report does not name the holder; recorded: %q", got)
 	}
 }
