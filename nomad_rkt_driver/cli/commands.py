@@ -45,6 +45,30 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help='HCL file with the plugin "rkt" block (default: ./plugin.hcl when it exists)',
     )
+    for name, text in (("list", "pods on this host"), ("status", "one pod on this host")):
+        cmd = sub.add_parser(name, help=text)
+        if name == "status":
+            cmd.add_argument("pod")
+        cmd.add_argument("--plugin-config", type=Path, default=None)
+        cmd.add_argument("--json", action="store_true")
+    image = sub.add_parser("image", help="images in the driver's store").add_subparsers(
+        dest="image_command", required=True
+    )
+    image_list = image.add_parser("list", help="stored images")
+    image_list.add_argument("--json", action="store_true")
+    image_rm = image.add_parser("rm", help="remove a stored image no pod uses")
+    image_rm.add_argument("name")
+    for cmd in (image_list, image_rm):
+        cmd.add_argument("--plugin-config", type=Path, default=None)
+    trust = sub.add_parser("trust", help="trusted image-signing keys").add_subparsers(
+        dest="trust_command", required=True
+    )
+    trust_add = trust.add_parser("add", help="trust an armored OpenPGP key for an image name prefix (rkt trust)")
+    trust_add.add_argument("keyfile", type=Path)
+    scope = trust_add.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--prefix", help='image name prefix, e.g. "example.com/app"')
+    scope.add_argument("--root", action="store_true", help="trust the key for every image")
+    trust_add.add_argument("--plugin-config", type=Path, default=None)
     validate = sub.add_parser("validate", help="check the rkt task configs of job files against the driver's schema")
     validate.add_argument("jobfiles", type=Path, nargs="+")
     return parser
@@ -61,6 +85,28 @@ def dispatch(args: list[str]) -> int:
         return _run(opts.jobfile, opts.plugin_config)
     if opts.command == "validate":
         return _validate(opts.jobfiles)
+    return _operate(opts)
+
+
+def _operate(opts: argparse.Namespace) -> int:
+    from nomad_rkt_driver.cli import operator
+    from nomad_rkt_driver.errors import DriverError
+
+    try:
+        config = operator.load_plugin_config(opts.plugin_config)
+    except (OSError, ValueError, DriverError) as exc:
+        print(f"nomad-rkt-driver: {exc}", file=sys.stderr)
+        return 1
+    if opts.command == "list":
+        return operator.pods_list(config, opts.json)
+    if opts.command == "status":
+        return operator.pod_status(config, opts.pod, opts.json)
+    if opts.command == "image" and opts.image_command == "list":
+        return operator.images_list(config, opts.json)
+    if opts.command == "image" and opts.image_command == "rm":
+        return operator.image_rm(config, opts.name)
+    if opts.command == "trust":
+        return operator.trust_add(config, opts.keyfile, None if opts.root else opts.prefix)
     return 2
 
 

@@ -1,0 +1,187 @@
+"""Operator commands for what runs on this host, whoever started it (a Nomad agent or `run`):
+pods (`list`, `status`), images (`image list`, `image rm`, `fetch`) and trust (`trust add`).
+They read the driver's data dir directly; the tables are for people, --json for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from nomad_rkt_driver.cli.hclfile import encode_like_nomad, plugin_block
+from nomad_rkt_driver.config.decode import decode_msgpack
+from nomad_rkt_driver.config.plugin import WHERE, PluginConfig
+from nomad_rkt_driver.errors import DriverError, NotFound
+
+
+def load_plugin_config(path: Path | None) -> PluginConfig:
+    if path is None and Path("plugin.hcl").is_file():
+        path = Path("plugin.hcl")
+    body = plugin_block(path) if path else {}
+    return decode_msgpack(PluginConfig, encode_like_nomad(PluginConfig, body), WHERE)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _pods(config: PluginConfig) -> Any:
+    from nomad_rkt_driver.runtime.pods import Pods
+    from nomad_rkt_driver.runtime.probe import locate
+
+    return Pods(
+        Path(config.data_dir) / "pods",
+        locate(config.runtime) or config.runtime,
+        locate(config.conmon) or config.conmon,
+        config.cgroup_parent,
+    )
+
+
+def pods_list(config: PluginConfig, as_json: bool) -> int:
+    pods = _pods(config)
+    rows: list[dict[str, Any]] = []
+    for pod_id in pods.list():
+        try:
+            status = pods.status(pod_id)
+        except DriverError as exc:
+            rows.append({"pod": pod_id, "state": "unknown", "detail": str(exc)})
+            continue
+        result = status.result
+        rows.append(
+            {
+                "pod": pod_id,
+                "state": status.state,
+                "started": status.started_at,
+                "exit_code": result.exit_code if result else None,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        _table(
+            [
+                [
+                    r["pod"],
+                    r["state"],
+                    _when(r.get("started")),
+                    "" if r.get("exit_code") is None else str(r["exit_code"]),
+                ]
+                for r in rows
+            ],
+            ["POD", "STATE", "STARTED", "EXIT"],
+        )
+    )
+    return 0
+
+
+def pod_status(config: PluginConfig, pod_id: str, as_json: bool) -> int:
+    pods = _pods(config)
+    try:
+        record, status = pods.load(pod_id), pods.status(pod_id)
+    except NotFound as exc:
+        print(f"nomad-rkt-driver: {exc}", file=sys.stderr)
+        return 1
+    report = {
+        "record": asdict(record),
+        "state": status.state,
+        "result": asdict(status.result) if status.result else None,
+        "finished_at": status.finished_at,
+    }
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"pod      {pod_id}\nstate    {status.state}\nstarted  {_when(record.started_at)}")
+    if status.result:
+        r = status.result
+        print(f"exit     code {r.exit_code}, signal {r.signal}{', OOM killed' if r.oom_killed else ''}")
+    print(f"bundle   {record.bundle}\ncgroup   {record.cgroups_path}\nmonitor  pid {record.conmon_pid}")
+    return 0
+
+
+def _when(epoch: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(epoch))) if epoch else ""
+
+
+def _store(config: PluginConfig) -> Any:
+    from nomad_rkt_driver.images.store import Store
+
+    return Store(Path(config.data_dir) / "images")
+
+
+def images_list(config: PluginConfig, as_json: bool) -> int:
+    records = _store(config).list_images()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "manifest": r.manifest_digest,
+                        "layers": len(r.layers),
+                        "size": sum(layer.size for layer in r.layers),
+                        "pulled_at": r.pulled_at,
+                    }
+                    for r in records
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        _table(
+            [
+                [
+                    r.name,
+                    r.manifest_digest[:19],
+                    str(len(r.layers)),
+                    f"{sum(x.size for x in r.layers) / 1e6:.1f} MB",
+                    _when(r.pulled_at),
+                ]
+                for r in records
+            ],
+            ["IMAGE", "MANIFEST", "LAYERS", "SIZE", "PULLED"],
+        )
+    )
+    return 0
+
+
+def _mounted_lowers() -> str:
+    return "\n".join(line for line in Path("/proc/mounts").read_text().splitlines() if " overlay " in line)
+
+
+def image_rm(config: PluginConfig, name: str) -> int:
+    store = _store(config)
+    record = store.lookup_image(name)
+    if record is None:
+        print(f"nomad-rkt-driver: no image {name!r} in the store (see `nomad-rkt-driver image list`)", file=sys.stderr)
+        return 1
+    mounts = _mounted_lowers()
+    busy = [layer.digest for layer in record.layers if str(store.layer_dir(layer.digest)) in mounts]
+    if busy:
+        print(
+            f"nomad-rkt-driver: image {name} is used by running pods (layers {', '.join(d[:19] for d in busy)}); "
+            "stop them first",
+            file=sys.stderr,
+        )
+        return 1
+    store.remove_image(name)
+    print(f"removed {name}")
+    return 0
+
+
+def trust_add(config: PluginConfig, keyfile: Path, prefix: str | None) -> int:
+    from nomad_rkt_driver.images.keystore import Keystore
+
+    try:
+        path = Keystore([Path(config.trust_dir)]).add(keyfile.read_bytes(), prefix)
+    except (OSError, DriverError) as exc:
+        print(f"nomad-rkt-driver: {exc}", file=sys.stderr)
+        return 1
+    print(f'Added key for prefix "{prefix}" at "{path}"' if prefix else f'Added root key at "{path}"')
+    return 0
