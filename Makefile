@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make demo   set up this machine, build the example image and run jobs/hello.nomad.hcl through the plugin
+#   make demo   set up this machine, build the example image and serve jobs/web.nomad.hcl through the plugin
+#               (the page is at the printed 127.0.0.1:<port> address; Ctrl-C stops and cleans up)
 #   make test   set up this machine and run the whole test suite (what CI runs)
 .PHONY: setup test check demo bench proto plugin.hcl docs
 
@@ -15,6 +16,7 @@ demo: setup
 	scripts/build-demo-images.sh
 	.venv/bin/nomad-rkt-driver fingerprint --plugin-config plugin.hcl
 	.venv/bin/nomad-rkt-driver run jobs/hello.nomad.hcl --plugin-config plugin.hcl
+	.venv/bin/nomad-rkt-driver run jobs/web.nomad.hcl --plugin-config plugin.hcl
 
 bench: setup
 	.venv/bin/python bench/handshake/run.py

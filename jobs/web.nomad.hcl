@@ -1,10 +1,8 @@
-# A web service: busybox httpd in an image that names its port "8080-tcp" (Docker EXPOSE 8080/tcp,
-# named the rkt way). Nomad gives the group a dynamic port "http"; port_map maps it onto the
-# image's named port, rkt style.
-#
-# Status: the task config below is validated against the driver's schema in CI. Running it needs
-# the pods, networks and runner work (issues 4, 5, 7); until then `make demo` shows the driver
-# as a Nomad agent sees it.
+# A web service: busybox httpd in an image that exposes 8080/tcp, which rkt names "8080-tcp".
+# Nomad gives the group a dynamic port "http"; port_map maps it onto the image's named port, rkt
+# style, over the default CNI network (ptp + host-local + portmap). `make demo` builds the image
+# and serves this job with `nomad-rkt-driver run jobs/web.nomad.hcl`; the page is then at the
+# printed address (127.0.0.1:<dynamic port>) until Ctrl-C.
 job "web" {
   datacenters = ["dc1"]
   type        = "service"
@@ -18,7 +16,7 @@ job "web" {
       driver = "rkt"
 
       config {
-        image   = "docker://127.0.0.1:5000/nomad-rkt/httpd:1"
+        image   = "oci:images/busybox:1"
         command = "/bin/httpd"
         args    = ["-f", "-p", "8080", "-h", "/www"]
         net     = ["default"]
@@ -27,9 +25,11 @@ job "web" {
           http = "8080-tcp"
         }
 
-        # The local test registry speaks plain HTTP and its images are not signed.
-        insecure_options = ["http", "image"]
+        # A local OCI layout carries no signature: opt out of verification, as rkt requires.
+        insecure_options = ["image"]
       }
+
+      kill_timeout = "5s"
 
       resources {
         cpu    = 100

@@ -253,8 +253,11 @@ def run_job(job: JobSpec, job_path: Path, plugin_config: Path | None) -> int:
                 for port in ports[group.name]:
                     runner.say(f"{group.name}: port {port.label} -> http://{port.host_ip}:{port.value}/")
             code = supervise(runner, plugin, tasks, ports)
+            if runner.stopping.is_set():
+                runner.say("stopping: each task gets its kill_signal, then SIGKILL after its kill_timeout")
             for task in tasks:
                 runner.stop(plugin, task)
+            runner.say(f"job {job.name}: all tasks stopped and cleaned up")
             return code
     except grpc.RpcError as exc:
         runner.say(f"nomad-rkt-driver: {exc.details()}", sys.stderr)

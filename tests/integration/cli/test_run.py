@@ -142,3 +142,53 @@ def test_bad_config_is_refused_before_anything_starts(workdir: Path) -> None:
     )
     assert validated.returncode == 1
     assert "cap_add" in validated.stderr and "hello.nomad.hcl: ok" in validated.stdout
+
+
+def _host_network_objects() -> set[str]:
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split("\n")
+    chains = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in netns if line.strip()} | {
+        line for line in chains.splitlines() if line.startswith("-N CNI-") and "HOSTPORT" not in line
+    }
+
+
+def test_web_job_serves_its_page_through_the_dynamic_port(workdir: Path) -> None:
+    import urllib.request
+
+    before = _host_network_objects()
+    jobfile = workdir / "web.nomad.hcl"
+    jobfile.write_text((ROOT / "jobs" / "web.nomad.hcl").read_text())
+    proc = subprocess.Popen(
+        [CLI, "run", str(jobfile), "--plugin-config", str(workdir / "plugin.hcl")],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        address = ""
+        deadline = time.monotonic() + 60
+        while not address and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if "port http -> " in line:
+                address = line.split("-> ", 1)[1].strip()
+        assert address.startswith("http://127.0.0.1:"), "the runner printed no address"
+        page = ""
+        while time.monotonic() < deadline and not page:
+            try:
+                with urllib.request.urlopen(address, timeout=2) as response:
+                    page = response.read().decode()
+            except OSError:
+                time.sleep(0.2)
+        assert "hello from a rkt pod" in page
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "all tasks stopped and cleaned up" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert _host_network_objects() - before == set(), "the web job left a netns or iptables chain behind"
