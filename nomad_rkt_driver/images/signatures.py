@@ -134,11 +134,20 @@ def resolve_digest(client: RegistryClient, ref: DockerReference) -> str:
 def verify_image(client: RegistryClient, ref: DockerReference, trust: SigstoreTrust) -> Verified:
     """Resolve ``ref`` to a digest and check its cosign signatures against ``trust``.
 
+    With no key trusted for the image's name nothing is fetched: the image cannot be verified.
     Raises ImageUnsigned, NoTrustedKeys, UntrustedSignature or SignatureMismatch (all
     SignatureRefused), InvalidPublicKey for a broken key file, or the registry client's errors.
     """
+    keys = trust.keys_for(ref.name)
+    if not keys:
+        raise NoTrustedKeys(
+            f"image {ref}: no sigstore public keys are trusted for {ref.name} (looked in "
+            f"{', '.join(str(p) for p in trust.searched(ref.name))}), so its signature cannot be verified; "
+            f"sign it with cosign and put the public key at {trust.where_to_put(ref.name)}/<name>.pub (or under "
+            f"a parent prefix, or root.d), or run it unverified with {OPT_OUT}"
+        )
     digest = resolve_digest(client, ref)
-    return _Check(ref, digest, trust).run(fetch_signatures(client, ref.repository, digest))
+    return _Check(ref, digest, trust).run(fetch_signatures(client, ref.repository, digest), keys)
 
 
 class _Check:
@@ -154,18 +163,12 @@ class _Check:
             f"(or under a parent prefix, or root.d), or run it unverified with {OPT_OUT}"
         )
 
-    def run(self, signed: list[SignedPayload] | None) -> Verified:
+    def run(self, signed: list[SignedPayload] | None, keys: list[TrustedKey]) -> Verified:
         if not signed:
             raise ImageUnsigned(
                 f"image {self.image} is not signed: registry {self.ref.registry} has no cosign signature "
                 f"{self.ref.repository}:{signature_tag(self.digest)}; sign it (cosign sign --key KEY "
                 f"{self.ref.name}@{self.digest}) or run it unverified with {OPT_OUT}"
-            )
-        keys = self.trust.keys_for(self.ref.name)
-        if not keys:
-            raise NoTrustedKeys(
-                f"image {self.image}: no sigstore public keys are trusted for {self.ref.name} (looked in "
-                f"{', '.join(str(p) for p in self.trust.searched(self.ref.name))}); {self.trust_hint}"
             )
         mismatches: list[str] = []
         for item in signed:

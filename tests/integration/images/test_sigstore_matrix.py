@@ -283,14 +283,20 @@ def test_signed_by_a_key_trusted_only_for_another_prefix_is_refused(world: World
     assert f'{world.trusted_file} for prefix "{world.host}/test"' in message
 
 
-def test_no_key_trusted_for_the_name_is_refused(world: World, store: Store) -> None:
+def test_no_key_trusted_for_the_name_is_refused_without_asking_the_registry(world: World, store: Store) -> None:
     digest = world.push(world.a, "lonely/app:v1")
     world.sign(world.trusted, "lonely/app", digest)
-    refused_then_opted_out(
-        world, store, f"{world.host}/lonely/app:v1", NoTrustedKeys,
-        f"no sigstore public keys are trusted for {world.host}/lonely/app",
-        str(world.trust_dir / "prefix.d" / world.host / "lonely" / "app"), nothing_of=world.a,
-    )  # fmt: skip
+    world.server.stop()  # nothing is fetched when no key could verify the image
+    try:
+        with pytest.raises(NoTrustedKeys) as caught:
+            prepare(world, store, f"{world.host}/lonely/app:v1")
+    finally:
+        world.server.start()
+    message = str(caught.value)
+    assert f"no sigstore public keys are trusted for {world.host}/lonely/app" in message
+    assert str(world.trust_dir / "prefix.d" / world.host / "lonely" / "app") in message
+    assert 'insecure_options = ["image"]' in message
+    assert prepare(world, store, f"{world.host}/lonely/app:v1", "image", "http").signer is None
 
 
 def test_one_trusted_signature_among_several_is_enough(world: World, store: Store) -> None:
