@@ -139,17 +139,25 @@ def leftovers(data_dir: Path) -> list[str]:
     pods = data_dir / "pods" / "pods"
     if pods.is_dir():
         found += [f"pod state {p.name}" for p in pods.iterdir()]
+    networks = data_dir / "network" / "pods"
+    if networks.is_dir():
+        found += [f"pod network {p.name}" for p in networks.iterdir()]
     return found
 
 
 def _clean(data_dir: Path) -> None:
-    """Safety net after a failed test: remove its pods so the host stays clean."""
+    """Safety net after a failed test: remove its pods, then their networks, so the host stays clean."""
+    from nomad_rkt_driver.network.attach import PodNetworks
     from nomad_rkt_driver.runtime.pods import Pods
 
     if (data_dir / "pods").is_dir():
         pods = Pods(data_dir / "pods", "runc", "conmon", CGROUP_PARENT)
         for pod_id in pods.list():
             pods.destroy(pod_id)
+    if (data_dir / "network").is_dir():
+        networks = PodNetworks(data_dir / "network", ("/usr/lib/cni",), "", "")
+        for pod_id in networks.pods():
+            networks.teardown(pod_id)
 
 
 @pytest.fixture

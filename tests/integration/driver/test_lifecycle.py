@@ -139,7 +139,7 @@ def test_bad_inputs_leave_nothing(plugin: Plugin, image: str, tmp_path: Path) ->
         ({"user": "nosuchuser"}, None),
         ({"privileged": True}, "allow_privileged"),
         ({"cap_add": ["SYS_ADMIN"]}, "cap_add"),
-        ({"net": ["default"]}, "CNI"),
+        ({"net": ["nosuchnet"]}, 'network "nosuchnet" is not known'),
     ]
     for values, needle in cases:
         alloc = make_alloc(tmp_path)
