@@ -39,4 +39,6 @@ go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
 if [ -f tests/conformance/go.mod ]; then
   (cd tests/conformance && go mod download)
 fi
+# cosign: the independent producer of the sigstore signatures the trust tests verify.
+scripts/build-cosign.sh
 echo "setup: done ($(.venv/bin/nomad-rkt-driver version), $(go version | cut -d' ' -f3))"
