@@ -20,7 +20,8 @@ func TestTaskLifecycle(t *testing.T) {
 	t.Parallel()
 	p := launchReal(t, newDataDir(t))
 	a := newAlloc(t, "web")
-	script := `echo out-1; echo err-1 >&2; echo written > /local/from-task; ` +
+	// /local is written before out-1, so seeing out-1 means the file is there.
+	script := `echo written > /local/from-task; echo out-1; echo err-1 >&2; ` +
 		`test -d /alloc/logs && test -d /secrets || echo "alloc dirs missing" >&2; ` +
 		`trap 'echo got TERM; exit 42' TERM; while :; do :; done`
 	id, _ := p.startTask(t, a, shTask(testImage(t), script))
