@@ -175,11 +175,32 @@ def image_rm(config: PluginConfig, name: str) -> int:
     return 0
 
 
+def _add_public_key(trust_dir: Path, pem: bytes, prefix: str | None, name: str) -> Path:
+    """A sigstore (cosign) public key: stored as <name>.pub beside the OpenPGP keys, same layout."""
+    import hashlib
+
+    from nomad_rkt_driver.images.keystore import check_prefix
+    from nomad_rkt_driver.images.sigstore import load_public_key
+
+    load_public_key(pem, source=name)  # refuses junk, private and weak keys with a clear message
+    directory = trust_dir / ("root.d" if prefix is None else Path("prefix.d") / check_prefix(prefix))
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{Path(name).stem or hashlib.sha256(pem).hexdigest()[:16]}.pub"
+    temp = target.with_suffix(".tmp")
+    temp.write_bytes(pem)
+    temp.replace(target)
+    return target
+
+
 def trust_add(config: PluginConfig, keyfile: Path, prefix: str | None) -> int:
     from nomad_rkt_driver.images.keystore import Keystore
 
     try:
-        path = Keystore([Path(config.trust_dir)]).add(keyfile.read_bytes(), prefix)
+        data = keyfile.read_bytes()
+        if b"-----BEGIN PUBLIC KEY-----" in data:
+            path = _add_public_key(Path(config.trust_dir), data, prefix, keyfile.name)
+        else:
+            path = Keystore([Path(config.trust_dir)]).add(data, prefix)
     except (OSError, DriverError) as exc:
         print(f"nomad-rkt-driver: {exc}", file=sys.stderr)
         return 1

@@ -38,7 +38,7 @@ def _prefixes(name: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _check_prefix(prefix: str) -> str:
+def check_prefix(prefix: str) -> str:
     cleaned = prefix.strip("/")
     if not cleaned or any(part in ("", ".", "..") for part in cleaned.split("/")):
         raise InvalidArgument(f'"{prefix}" is not an image name prefix; write e.g. "example.com/app"')
@@ -83,7 +83,7 @@ class Keystore:
     def add(self, armored: bytes, prefix: str | None) -> Path:
         """Trust ``armored`` for ``prefix`` (or every image when None), in the first directory."""
         fingerprint = gpg.fingerprint_of(armored)
-        target_dir = self._dirs[0] / ("root.d" if prefix is None else Path("prefix.d") / _check_prefix(prefix))
+        target_dir = self._dirs[0] / ("root.d" if prefix is None else Path("prefix.d") / check_prefix(prefix))
         target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / fingerprint
         temp = target_dir / f".{fingerprint}.tmp"

@@ -204,7 +204,7 @@ def test_start_task_rejects_bad_task_config(configured: Plugin, values: dict[str
 
 
 def test_unsigned_docker_images_are_refused_by_default(configured: Plugin) -> None:
-    # rkt's rule: docker images cannot be verified yet, so the job must opt out explicitly.
+    # Secure by default: no key is trusted for docker.io/library/busybox, so it is refused unless the job opts out.
     err = refused(
         configured.driver.StartTask, driver_pb2.StartTaskRequest(task=task(encode(TASK_KEYS, image="busybox")))
     )

@@ -75,3 +75,33 @@ def test_trust_add(tmp_path: Path) -> None:
     (tmp_path / "junk.asc").write_text("not a key")
     refused = cli(plugin_hcl, "trust", "add", "--root", str(tmp_path / "junk.asc"))
     assert refused.returncode == 1 and "OpenPGP public key" in refused.stderr
+
+
+def test_trust_add_sigstore_public_key(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            str(tmp_path / "signer.key"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(tmp_path / "signer.key"), "-pubout", "-out", str(tmp_path / "signer.pub")],
+        check=True,
+        capture_output=True,
+    )
+    plugin_hcl = tmp_path / "plugin.hcl"
+    plugin_hcl.write_text(f'plugin "rkt" {{\n config {{\n  trust_dir = "{tmp_path}/keys"\n }}\n}}\n')
+    added = cli(plugin_hcl, "trust", "add", "--prefix", "registry.example.com/team", str(tmp_path / "signer.pub"))
+    assert added.returncode == 0, added.stderr
+    stored = tmp_path / "keys" / "prefix.d" / "registry.example.com" / "team" / "signer.pub"
+    assert stored.read_bytes() == (tmp_path / "signer.pub").read_bytes()
+    refused = cli(plugin_hcl, "trust", "add", "--root", str(tmp_path / "signer.key"))
+    assert refused.returncode == 1
