@@ -39,6 +39,53 @@ plugin "rkt" {
     # Cgroup under which pods are placed when Nomad does not name one.
     cgroup_parent = "/nomad-rkt"
 
+    # Vault (or OpenBao) for registry credentials and trust keys.
+    vault {
+      # Vault address, e.g. https://vault.example.com:8200 (default: VAULT_ADDR).
+      # address = <string>   (no default)
+      # Vault Enterprise / OpenBao namespace.
+      # namespace = <string>   (no default)
+      # CA certificate file for Vault's TLS.
+      # ca_cert = <string>   (no default)
+      # Do not verify Vault's TLS certificate (testing only).
+      tls_skip_verify = false
+      # How long secrets without a lease are cached.
+      cache_ttl = "1m"
+      # How to log in.
+      auth {
+        # A Vault token (prefer token_file).
+        # token = <string>   (no default)
+        # File holding a Vault token.
+        # token_file = <string>   (no default)
+        # AppRole login.
+        approle {
+          # AppRole role id.
+          # role_id = <string>   (no default)
+          # File holding the AppRole secret id.
+          # secret_id_file = <string>   (no default)
+          # Where the AppRole auth method is mounted.
+          mount = "approle"
+        }
+      }
+    }
+
+    # Registry credentials for every task.
+    auth {
+      # A docker config.json with auths/credHelpers/credsStore.
+      # config = <string>   (no default)
+      # A docker credential helper name (runs "docker-credential-<helper> get").
+      # helper = <string>   (no default)
+      # Vault path of registry credentials; "{registry}" becomes the registry host, e.g.
+      # "secret/data/registry/{registry}".
+      # vault_path = <string>   (no default)
+    }
+
+    # Image-signing keys read from Vault, trusted for a name prefix.
+    # trust {   (repeat as needed; none by default)
+    #   prefix = <string>
+    #   vault_path = <string>
+    # }
+
     # Trusted image-signing keys, rkt's layout: root.d/ and prefix.d/<image name prefix>/ holding
     # OpenPGP keys named by fingerprint (ACI) and sigstore public keys as <name>.pub PEM files
     # (Docker/OCI).

@@ -60,6 +60,16 @@ def decode(cls: type[T], raw: dict[str, Any] | None, where: str, prefix: str = "
             if spec.block is not None:
                 values[name] = spec.default
             continue
+        if spec.block is not None and spec.repeated:
+            if not isinstance(value, list | tuple):
+                raise InvalidConfig(where, path, f"must be repeated blocks, got {_describe(value)}")
+            items: list[object] = []
+            for i, item in enumerate(value):
+                if not isinstance(item, dict):
+                    raise InvalidConfig(where, f"{path}[{i}]", f"must be a block, got {_describe(item)}")
+                items.append(decode(spec.block, item, where, f"{path}[{i}]."))
+            values[name] = tuple(items)
+            continue
         if spec.block is not None:
             if not isinstance(value, dict):
                 raise InvalidConfig(where, path, f"must be a block, got {_describe(value)}")

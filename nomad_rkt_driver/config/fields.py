@@ -31,6 +31,7 @@ class _Meta:
     validate: Validator | None
     is_block: bool
     block_attrs: bool = False
+    repeated: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Setting:
     validate: Validator | None
     block: type | None  # the nested configuration class of a block
     block_attrs: bool = False  # a map written as a block: port_map { http = "8080-tcp" }
+    repeated: bool = False  # a block that may appear many times (a tuple of ``block``)
 
     @property
     def has_default(self) -> bool:
@@ -78,6 +80,12 @@ def block(cls: type, doc: str = "") -> Any:
     """Declare a nested block whose attributes are those of ``cls``; absent means ``cls()``."""
     meta = {META_KEY: _Meta(doc=doc, required=False, validate=None, is_block=True)}
     return dataclasses.field(default_factory=cls, metadata=meta)
+
+
+def blocks(doc: str = "") -> Any:
+    """Declare a block that may be repeated (annotate ``tuple[Cls, ...]``); absent means ``()``."""
+    meta = {META_KEY: _Meta(doc=doc, required=False, validate=None, is_block=True, repeated=True)}
+    return dataclasses.field(default_factory=tuple, metadata=meta)
 
 
 _SCALARS: Final[dict[Any, str]] = {str: "string", bool: "bool", int: "number", float: "number", Duration: "string"}
@@ -114,6 +122,12 @@ def settings(cls: type) -> Iterator[Setting]:
         else:
             default = None
         python_type = hints[f.name]
+        element = None
+        if meta.repeated:
+            args = typing.get_args(python_type)
+            if typing.get_origin(python_type) is not tuple or len(args) != 2 or args[1] is not Ellipsis:
+                raise TypeError(f"{cls.__name__}.{f.name}: blocks() needs a tuple[Cls, ...] annotation")
+            element = args[0]
         if meta.block_attrs and typing.get_origin(python_type) is not dict:
             raise TypeError(f"{cls.__name__}.{f.name}: block_attrs needs a dict[str, X] annotation")
         yield Setting(
@@ -124,8 +138,9 @@ def settings(cls: type) -> Iterator[Setting]:
             required=meta.required,
             default=default,
             validate=meta.validate,
-            block=python_type if meta.is_block else None,
+            block=element or (python_type if meta.is_block else None),
             block_attrs=meta.block_attrs,
+            repeated=meta.repeated,
         )
 
 

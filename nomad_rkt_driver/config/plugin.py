@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from nomad_rkt_driver.config.durations import Duration
-from nomad_rkt_driver.config.fields import setting
+from nomad_rkt_driver.config.fields import block, blocks, setting
 
 WHERE: Final = 'plugin "rkt" config'
 MIN_FINGERPRINT_PERIOD_S: Final = 1.0
@@ -69,6 +69,72 @@ def _pull_activity(value: Duration) -> None:
 def _fingerprint_period(value: Duration) -> None:
     if value < MIN_FINGERPRINT_PERIOD_S:
         raise ValueError(f'must be at least 1s (got "{value.go_string()}"); the default is "30s"')
+
+
+def _vault_path(value: str) -> None:
+    if not value.strip("/") or " " in value:
+        raise ValueError(f'"{value}" is not a Vault path; write e.g. "secret/data/registry/{{registry}}"')
+
+
+@dataclass(frozen=True)
+class VaultAppRole:
+    """AppRole login: the role id, and a file holding the secret id."""
+
+    role_id: str | None = setting(None, "AppRole role id.")
+    secret_id_file: str | None = setting(None, "File holding the AppRole secret id.", validate=_absolute_dir)
+    mount: str = setting("approle", "Where the AppRole auth method is mounted.")
+
+
+@dataclass(frozen=True)
+class VaultAuth:
+    """How the driver logs in to Vault: a token, a token file, or AppRole (VAULT_TOKEN when none is set)."""
+
+    token: str | None = setting(None, "A Vault token (prefer token_file).")
+    token_file: str | None = setting(None, "File holding a Vault token.", validate=_absolute_dir)
+    approle: VaultAppRole = block(VaultAppRole, "AppRole login.")
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    """Where Vault is; unset address means VAULT_ADDR, and no Vault at all when that is empty too."""
+
+    address: str | None = setting(None, "Vault address, e.g. https://vault.example.com:8200 (default: VAULT_ADDR).")
+    namespace: str | None = setting(None, "Vault Enterprise / OpenBao namespace.")
+    ca_cert: str | None = setting(None, "CA certificate file for Vault's TLS.", validate=_absolute_dir)
+    tls_skip_verify: bool = setting(False, "Do not verify Vault's TLS certificate (testing only).")
+    cache_ttl: Duration = setting(Duration(60.0), "How long secrets without a lease are cached.")
+    auth: VaultAuth = block(VaultAuth, "How to log in.")
+
+
+@dataclass(frozen=True)
+class RegistryAuthConfig:
+    """Registry credentials for every task, after the task's own."""
+
+    config: str | None = setting(
+        None, "A docker config.json with auths/credHelpers/credsStore.", validate=_absolute_dir
+    )
+    helper: str | None = setting(None, 'A docker credential helper name (runs "docker-credential-<helper> get").')
+    vault_path: str | None = setting(
+        None,
+        'Vault path of registry credentials; "{registry}" becomes the '
+        'registry host, e.g. "secret/data/registry/{registry}".',
+        validate=_vault_path,
+    )
+
+
+@dataclass(frozen=True)
+class VaultTrust:
+    """Image-signing keys kept in Vault for an image name prefix."""
+
+    prefix: str = setting(
+        None, 'Image name prefix the key is trusted for, e.g. "registry.example.com/team".', required=True
+    )
+    vault_path: str = setting(
+        None,
+        'Vault path whose "key" field holds a PEM public key (cosign.pub) or an armored OpenPGP key.',
+        required=True,
+        validate=_vault_path,
+    )
 
 
 @dataclass(frozen=True)
@@ -137,6 +203,9 @@ class PluginConfig:
         "Cgroup under which pods are placed when Nomad does not name one.",
         validate=_cgroup_parent,
     )
+    vault: VaultConfig = block(VaultConfig, "Vault (or OpenBao) for registry credentials and trust keys.")
+    auth: RegistryAuthConfig = block(RegistryAuthConfig, "Registry credentials for every task.")
+    trust: tuple[VaultTrust, ...] = blocks("Image-signing keys read from Vault, trusted for a name prefix.")
     trust_dir: str = setting(
         "/etc/nomad-rkt-driver/trustedkeys",
         "Trusted image-signing keys, rkt's layout: root.d/ and prefix.d/<image name prefix>/ holding OpenPGP keys "

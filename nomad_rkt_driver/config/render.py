@@ -17,7 +17,11 @@ HEADER = """\
 
 def _attribute(setting: Setting, indent: str) -> list[str]:
     lines = [indent + "# " + line for line in textwrap.wrap(setting.doc, 96 - len(indent))]
-    if setting.block is not None:
+    if setting.block is not None and setting.repeated:
+        lines.append(f"{indent}# {setting.name} {{   (repeat as needed; none by default)")
+        lines += [f"{indent}#   {inner.name} = <{inner.hcl_type}>" for inner in settings(setting.block)]
+        lines.append(f"{indent}# }}")
+    elif setting.block is not None:
         lines.append(f"{indent}{setting.name} {{")
         for inner in settings(setting.block):
             lines += _attribute(inner, indent + "  ")
@@ -40,7 +44,7 @@ def plugin_hcl(name: str = "rkt") -> str:
 
 def _type_of(setting: Setting) -> str:
     if setting.block is not None:
-        return "block"
+        return "blocks" if setting.repeated else "block"
     if setting.block_attrs:
         return f"block of {setting.hcl_type.removeprefix('map(').removesuffix(')')} attributes"
     return setting.hcl_type

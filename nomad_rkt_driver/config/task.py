@@ -128,6 +128,9 @@ class RegistryAuth:
 
     username: str | None = setting(None, "Registry user name.")
     password: str | None = setting(None, "Registry password or token.")
+    vault_path: str | None = setting(
+        None, "Vault path (KV v1 or v2) holding username/password, auth or identitytoken for this task's registry."
+    )
 
 
 @dataclass(frozen=True)

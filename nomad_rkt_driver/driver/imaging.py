@@ -19,8 +19,8 @@ from pathlib import Path
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.driver.insecure import expand
+from nomad_rkt_driver.driver.secrets import VaultBackedTrust, registry_credentials
 from nomad_rkt_driver.errors import InvalidArgument, InvalidConfig, NotImplementedYet
-from nomad_rkt_driver.images.auth import Credentials, resolve_credentials
 from nomad_rkt_driver.images.imageconfig import ImageDefaults, image_defaults
 from nomad_rkt_driver.images.layout import import_image
 from nomad_rkt_driver.images.pull import Puller, PullProgress
@@ -34,7 +34,6 @@ from nomad_rkt_driver.images.reference import (
 from nomad_rkt_driver.images.registry import RegistryClient
 from nomad_rkt_driver.images.signatures import verify_image
 from nomad_rkt_driver.images.store import ImageRecord, Store
-from nomad_rkt_driver.images.trust import SigstoreTrust
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[PullProgress], None]
@@ -99,10 +98,7 @@ class Images:
         progress: ProgressCallback | None,
     ) -> tuple[ImageRecord, str | None]:
         """Verify (unless ``image`` is off) and pull; returns the record and the verifying key file."""
-        credentials = None
-        if task.auth.username:
-            credentials = Credentials(username=task.auth.username, password=task.auth.password or "")
-        credentials = resolve_credentials(ref.registry, explicit=credentials)
+        credentials = registry_credentials(ref.registry, task, plugin)
         signer = None
         if "image" in off:
             log.warning("image %s: image signature verification has been disabled", ref)
@@ -114,7 +110,7 @@ class Images:
                 credentials=credentials,
                 timeout_s=min(float(plugin.pull_activity_timeout), float(task.image_pull_timeout)),
             ) as client:
-                verified = verify_image(client, ref, SigstoreTrust(Path(plugin.trust_dir)))
+                verified = verify_image(client, ref, VaultBackedTrust(plugin))
             signer = str(verified.signer.path)
             log.info(
                 "image %s: signature verified: digest %s signed by %s (trusted for %s)",

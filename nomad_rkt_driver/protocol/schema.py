@@ -18,6 +18,8 @@ def render(cls: type) -> hclspec.Spec:
 
 
 def _render(setting: Setting) -> hclspec.Spec:
+    if setting.block is not None and setting.repeated:
+        return hclspec.Spec(block_list=hclspec.BlockList(name=setting.name, nested=render(setting.block)))
     if setting.block is not None:
         return hclspec.Spec(block_value=hclspec.Block(name=setting.name, nested=render(setting.block)))
     if setting.block_attrs:

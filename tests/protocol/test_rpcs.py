@@ -25,6 +25,9 @@ PLUGIN_KEYS = (
     "allow_privileged",
     "allow_caps",
     "cgroup_parent",
+    "vault",
+    "auth",
+    "trust",
     "trust_dir",
     "pull_activity_timeout",
 )
