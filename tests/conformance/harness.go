@@ -110,7 +110,10 @@ func Launch(t testing.TB) *Instance {
 // LaunchPath is Launch for an explicit executable.
 func LaunchPath(t testing.TB, path string) *Instance {
 	t.Helper()
-	return LaunchCmd(t, exec.Command(path))
+	cmd := exec.Command(path)
+	// A plugin that a test SIGKILLs cannot remove its socket: keep sockets in the test's own dir.
+	cmd.Env = []string{"PLUGIN_UNIX_SOCKET_DIR=" + t.TempDir()}
+	return LaunchCmd(t, cmd)
 }
 
 // LaunchCmd is Launch for a prepared command (go-plugin appends the agent's
