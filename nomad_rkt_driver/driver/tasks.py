@@ -38,7 +38,6 @@ from nomad_rkt_driver.runtime.pods import PodLost, Pods
 from nomad_rkt_driver.runtime.probe import locate
 from nomad_rkt_driver.types import (
     ExitResult,
-    MemoryUsage,
     ResourceUsage,
     TaskEvent,
     TaskRequest,
@@ -291,22 +290,12 @@ class TaskManager:
                 sample.cpu.throttled_periods,
                 sample.cpu.throttled_time_ns,
             )
-            memory = sample.memory
             yield TaskStats(
                 task_id,
                 sample.timestamp,
                 ResourceUsage(
                     cpu=cpu_usage(previous, counters, topology),
-                    memory=MemoryUsage(
-                        rss=memory.rss,
-                        cache=memory.cache,
-                        swap=memory.swap,
-                        usage=memory.usage,
-                        max_usage=memory.max_usage,
-                        kernel_usage=memory.kernel_usage,
-                        kernel_max_usage=memory.kernel_max_usage,
-                        measured=memory.measured,
-                    ),
+                    memory=sample.memory,
                 ),
             )
             previous = counters

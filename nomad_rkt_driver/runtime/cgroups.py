@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from nomad_rkt_driver.runtime.probe import CGROUP_ROOT
+from nomad_rkt_driver.types import MemoryUsage
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,8 @@ class CpuStats:
     throttled_time_ns: int = 0
 
 
-@dataclass(frozen=True)
-class MemoryStats:
-    """Memory of a cgroup in bytes; ``measured`` names the fields this host really reports."""
-
-    rss: int = 0
-    cache: int = 0
-    swap: int = 0
-    usage: int = 0
-    max_usage: int = 0
-    kernel_usage: int = 0
-    kernel_max_usage: int = 0
-    measured: tuple[str, ...] = ()
+# A cgroup's memory in bytes, with the Nomad field names this host really reports: the domain type.
+MemoryStats = MemoryUsage
 
 
 @dataclass(frozen=True)
