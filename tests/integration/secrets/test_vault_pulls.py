@@ -182,6 +182,13 @@ def test_trust_keys_from_vault(bao: BaoServer, data_dir: Path, tmp_path: Path) -
                 running, tmp_path, f"{registry.host}/signed/unsigned:v1", "unsigned", insecure_options=["http"]
             )
             assert err.code() is grpc.StatusCode.INVALID_ARGUMENT and "is not signed" in (err.details() or "")
+            # Tampered: the signed tag now points at other content, which its signature does not cover.
+            other = busybox_image(tmp_path / "other", tag="v1", compress=False)
+            registry.push(f"oci:{other.layout}:v1", "signed/web:v1")
+            err = refused(
+                running, tmp_path, f"{registry.host}/signed/web:v1", "moved", insecure_options=["http"], force_pull=True
+            )
+            assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, err.details()
         finally:
             stop_plugin(running)
     finally:
