@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ from nomad_rkt_driver.types import (
 )
 
 log = logging.getLogger(__name__)
+HEALTH_REUSE_S = 10.0  # StartTask trusts a healthy host check this recent (config changes reset it)
 
 # Truthful for this version: signals yes; exec not yet; every task gets its own image root; host
 # networking, or joining the group namespace Nomad made (bridge mode); Nomad mounts become binds.
@@ -73,6 +75,7 @@ class RktDriver:
         self._generation = 0
         self._changed = asyncio.Condition()
         self._tasks: TaskManager | None = None
+        self._healthy_at: tuple[float, int, Fingerprint] | None = None
 
     # -- configuration -------------------------------------------------------------------
 
@@ -99,6 +102,16 @@ class RktDriver:
         from nomad_rkt_driver.driver.fingerprint import probe
 
         return await asyncio.to_thread(probe, self.config, plugin_version())
+
+    async def _recent_fingerprint(self) -> Fingerprint:
+        """The host check StartTask needs: reuse a healthy answer younger than HEALTH_REUSE_S."""
+        now = time.monotonic()
+        recent = self._healthy_at
+        if recent is not None and now - recent[0] < HEALTH_REUSE_S and recent[1] == self._generation:
+            return recent[2]
+        fingerprint = await self.fingerprint()
+        self._healthy_at = (now, self._generation, fingerprint) if fingerprint.health is Health.HEALTHY else None
+        return fingerprint
 
     async def fingerprints(self) -> AsyncIterator[Fingerprint]:
         """First answer at once, then again every fingerprint_period or when the config changes."""
@@ -135,7 +148,7 @@ class RktDriver:
             raise InvalidArgument("StartTask needs a task id")
         where = task_where(task.name)
         cfg = decode_msgpack(TaskConfig, task.driver_config, where)
-        health = await self.fingerprint()
+        health = await self._recent_fingerprint()
         if health.health is not Health.HEALTHY:
             raise FailedPrecondition(
                 f"the rkt driver cannot run tasks on this host yet: {health.description}", recoverable=True

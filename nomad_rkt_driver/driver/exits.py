@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from concurrent.futures import Executor
 from typing import Final
 
@@ -12,6 +13,7 @@ from nomad_rkt_driver.runtime.pods import PodLost, Pods
 from nomad_rkt_driver.types import ExitResult
 
 POLL_INTERVAL_S: Final = 0.25
+FULL_CHECK_EVERY: Final = 8  # ticks between full status checks (a monitor that died without an exit)
 Key = tuple[int, str]
 
 
@@ -21,6 +23,8 @@ class ExitWatcher:
         self._interval_s = interval_s
         self._waiting: dict[Key, tuple[Pods, asyncio.Future[ExitResult]]] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._exit_files: dict[Key, str] = {}
+        self._ticks = 0
 
     async def wait(self, pods: Pods, pod_id: str) -> ExitResult:
         """The pod's exit; many callers may wait for one pod. Raises PodLost / NotFound."""
@@ -48,11 +52,19 @@ class ExitWatcher:
                     future.set_result(outcome)
             await asyncio.sleep(self._interval_s)
 
-    @staticmethod
-    def _check(entries: list[tuple[Pods, Key]]) -> dict[Key, ExitResult | BaseException]:
+    def _check(self, entries: list[tuple[Pods, Key]]) -> dict[Key, ExitResult | BaseException]:
         done: dict[Key, ExitResult | BaseException] = {}
+        self._ticks += 1
+        full = self._ticks % FULL_CHECK_EVERY == 0
         for pods, key in entries:
+            # Cheap path: a pod has exited once conmon wrote its exit file (or a result was recorded);
+            # the full status, which also notices a monitor that died silently, runs every few ticks.
             try:
+                exit_file = self._exit_files.get(key)
+                if exit_file is None:
+                    exit_file = self._exit_files[key] = pods.load(key[1]).exit_file
+                if not full and not os.path.exists(exit_file) and not (pods.pod_dir(key[1]) / "result.json").exists():
+                    continue
                 status = pods.status(key[1])
             except Exception as exc:  # NotFound, CorruptRecord: the waiters learn why
                 done[key] = exc
@@ -61,6 +73,8 @@ class ExitWatcher:
                 done[key] = status.result
             elif status.state == "gone":
                 done[key] = PodLost(f"pod {key[1]}: its monitor is gone and recorded no exit")
+        for key in done:
+            self._exit_files.pop(key, None)
         return done
 
     async def close(self) -> None:

@@ -55,6 +55,8 @@ class Images:
     def __init__(self, store: Store, puller: Puller) -> None:
         self.store = store
         self.puller = puller
+        # local images already imported by this process, with the source's (inode, size, mtime)
+        self._imported: dict[str, tuple[tuple[int, int, int], ImageRecord]] = {}
 
     def prepare(
         self, task: TaskConfig, plugin: PluginConfig, where: str, progress: ProgressCallback | None = None
@@ -77,7 +79,7 @@ class Images:
                     'registry and sign it with cosign, or set insecure_options = ["image"]',
                 )
             log.warning("image %s: image signature verification has been disabled", ref)
-            record = import_image(self.store, ref)
+            record = self._import(ref)
         else:
             raise NotImplementedYet(
                 f"{ref.transport} images are not supported yet; use a docker://, oci:, "
@@ -88,6 +90,24 @@ class Images:
             self.store.unpacked_layer(layer.digest, layer.media_type, diff_id=layer.diff_id) for layer in record.layers
         ]
         return ReadyImage(record, defaults, tuple(reversed(lower)), signer)
+
+    def _import(self, ref: OCILayoutReference | OCIArchiveReference | DockerArchiveReference) -> ImageRecord:
+        """Import a local image, or reuse the record when the layout/archive has not changed since."""
+        source = Path(ref.path) / "index.json" if isinstance(ref, OCILayoutReference) else Path(ref.path)
+        try:
+            st = source.stat()
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        cached = self._imported.get(str(ref))
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            record = self.store.lookup_image(str(ref))
+            if record is not None and record.manifest_digest == cached[1].manifest_digest:
+                return record
+        record = import_image(self.store, ref)
+        if stamp is not None:
+            self._imported[str(ref)] = (stamp, record)
+        return record
 
     def _pull(
         self,

@@ -26,6 +26,7 @@ from nomad_rkt_driver.driver import podspec
 from nomad_rkt_driver.driver.events import EventBus
 from nomad_rkt_driver.driver.exits import ExitWatcher
 from nomad_rkt_driver.driver.imaging import Images
+from nomad_rkt_driver.driver.sampler import StatsSampler
 from nomad_rkt_driver.driver.signals import parse_signal
 from nomad_rkt_driver.driver.state import TaskStore, decode_state, encode_state
 from nomad_rkt_driver.driver.stats import CpuCounters, cpu_usage
@@ -72,6 +73,7 @@ class TaskManager:
         self._events = events
         self._executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="rkt")
         self._exits = ExitWatcher(self._executor)
+        self._sampler = StatsSampler(self._executor)
         self._tasks: TaskStore[Task] = TaskStore()
         self._pods: dict[str, Pods] = {}
         self._images: dict[str, Images] = {}
@@ -279,9 +281,9 @@ class TaskManager:
     async def stats(self, task_id: str, interval_s: float, topology: Topology) -> AsyncIterator[TaskStats]:
         """A sample every ``interval_s`` until the caller stops; CPU rates need two samples."""
         task = self._task(task_id)
+        cgroups_path = (await self._run(lambda: task.pods.load(task.pod_id))).cgroups_path  # once per stream
         previous: CpuCounters | None = None
-        while True:
-            sample = await self._run(lambda: task.pods.stats(task.pod_id))
+        async for sample in self._sampler.samples(cgroups_path, interval_s):
             counters = CpuCounters(
                 time.monotonic(),
                 sample.cpu.user_ns,
@@ -292,14 +294,13 @@ class TaskManager:
             )
             yield TaskStats(
                 task_id,
-                sample.timestamp,
+                time.time(),
                 ResourceUsage(
                     cpu=cpu_usage(previous, counters, topology),
                     memory=sample.memory,
                 ),
             )
             previous = counters
-            await asyncio.sleep(interval_s)
 
     def network_of(self, task_id: str) -> ports.DriverNetwork | None:
         """The network_override for Nomad: pod address and label → container port (None without one)."""

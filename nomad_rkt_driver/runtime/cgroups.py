@@ -83,11 +83,21 @@ def remove(cgroups_path: str, root: str = CGROUP_ROOT) -> list[Path]:
     return left
 
 
+def _read(path: Path) -> str:
+    """A small kernel file, read with one read(2): Path.read_text costs 3-4x more per call, which
+    matters when 50 TaskStats streams sample every second (bench/pods)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 65536).decode()
+    finally:
+        os.close(fd)
+
+
 def read_kv(path: Path) -> dict[str, int]:
     """A ``key value`` per line file (memory.stat, cpu.stat, memory.events) as ints; {} when missing."""
     out: dict[str, int] = {}
     with contextlib.suppress(FileNotFoundError):
-        for line in path.read_text().splitlines():
+        for line in _read(path).splitlines():
             key, _, value = line.partition(" ")
             with contextlib.suppress(ValueError):
                 out[key] = int(value)
@@ -97,7 +107,7 @@ def read_kv(path: Path) -> dict[str, int]:
 def read_int(path: Path) -> int | None:
     """A single-number file, None when missing or ``max``."""
     try:
-        text = path.read_text().strip()
+        text = _read(path).strip()
     except FileNotFoundError:
         return None
     return int(text) if text.isdigit() else None
@@ -106,7 +116,7 @@ def read_int(path: Path) -> int | None:
 def read_pids(procs_file: Path) -> tuple[int, ...]:
     """Pids listed in a ``cgroup.procs`` file."""
     try:
-        return tuple(int(p) for p in procs_file.read_text().split())
+        return tuple(int(p) for p in _read(procs_file).split())
     except FileNotFoundError:
         return ()
 
