@@ -20,6 +20,8 @@ demo: setup
 
 bench: setup
 	.venv/bin/python bench/handshake/run.py
+	.venv/bin/python bench/pods/run.py
+	.venv/bin/python bench/pull/run.py
 
 proto:
 	PATH="$(CURDIR)/.venv/bin:$$PATH" scripts/genproto.sh

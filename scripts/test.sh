@@ -24,5 +24,7 @@ else
   echo "tests/conformance is missing" >&2
   exit 1
 fi
-step "benchmark smoke run (reports ratios, fails only if a launch fails)"
+step "benchmark smoke runs (report ratios, fail only if something fails or is left behind)"
 python bench/handshake/run.py --quick
+python bench/pods/run.py --quick
+python bench/pull/run.py --quick
