@@ -24,6 +24,7 @@ from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.driver import podspec
 from nomad_rkt_driver.driver.events import EventBus
+from nomad_rkt_driver.driver.execstream import ExecStream
 from nomad_rkt_driver.driver.exits import ExitWatcher
 from nomad_rkt_driver.driver.imaging import Images
 from nomad_rkt_driver.driver.sampler import StatsSampler
@@ -35,8 +36,10 @@ from nomad_rkt_driver.images.pull import Puller, PullProgress
 from nomad_rkt_driver.images.store import Store
 from nomad_rkt_driver.network import ports
 from nomad_rkt_driver.network.attach import PodNetworks
+from nomad_rkt_driver.runtime import execs
 from nomad_rkt_driver.runtime.pods import PodLost, Pods
 from nomad_rkt_driver.runtime.probe import locate
+from nomad_rkt_driver.runtime.records import exit_result_from_status
 from nomad_rkt_driver.types import (
     ExitResult,
     ResourceUsage,
@@ -302,6 +305,17 @@ class TaskManager:
             )
             previous = counters
 
+    async def exec(self, task_id: str, command: list[str], timeout_s: float) -> tuple[bytes, bytes, ExitResult]:
+        """Run ``command`` in the task's pod to completion (script checks, template change_mode)."""
+        task = self._task(task_id)
+        out, err, code = await self._run(lambda: execs.run(task.pods, task.pod_id, command, timeout_s or None))
+        return out, err, exit_result(code)
+
+    async def exec_stream(self, task_id: str, command: list[str], tty: bool) -> ExecStream:
+        """An interactive exec for ``nomad alloc exec``."""
+        task = self._task(task_id)
+        return await ExecStream.start(self._executor, task.pods, task.pod_id, command, tty)
+
     def network_of(self, task_id: str) -> ports.DriverNetwork | None:
         """The network_override for Nomad: pod address and label → container port (None without one)."""
         return self._task(task_id).network
@@ -321,3 +335,8 @@ def _network_from_state(state: dict[str, Any]) -> tuple[PodNetworks | None, port
     if isinstance(saved, dict):
         network = ports.DriverNetwork(str(saved.get("addr", "")), dict(saved.get("port_map") or {}))
     return networks, network
+
+
+def exit_result(code: int) -> ExitResult:
+    """An exec's exit status, Nomad style (a negative Popen code is a signal death)."""
+    return exit_result_from_status(128 - code if code < 0 else code, oom_killed=False)

@@ -16,6 +16,7 @@ from google.protobuf import empty_pb2
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.driver.driver import RktDriver, plugin_version
+from nomad_rkt_driver.errors import InvalidArgument
 from nomad_rkt_driver.protocol import convert, schema, status
 from nomad_rkt_driver.protocol.gen import (
     base_pb2,
@@ -152,18 +153,55 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         return driver_pb2.SignalTaskResponse()
 
     async def ExecTask(self, request: driver_pb2.ExecTaskRequest, context: Context) -> driver_pb2.ExecTaskResponse:
-        await _call(context, "ExecTask", lambda: self._driver.exec_task(request.task_id))
-        raise AssertionError("exec_task returns only by raising in this version")
+        timeout_s = request.timeout.ToTimedelta().total_seconds()
+        out, err, result = await _call(
+            context, "ExecTask", lambda: self._driver.exec_task(request.task_id, list(request.command), timeout_s)
+        )
+        return driver_pb2.ExecTaskResponse(stdout=out, stderr=err, result=convert.exit_result_to_proto(result))
 
     async def ExecTaskStreaming(
         self, request_iterator: AsyncIterator[driver_pb2.ExecTaskStreamingRequest], context: Context
     ) -> AsyncIterator[driver_pb2.ExecTaskStreamingResponse]:
-        async for message in request_iterator:
-            task_id: str = message.setup.task_id
-            await _call(context, "ExecTaskStreaming", lambda: self._driver.exec_task(task_id))  # noqa: B023
-            break
-        return
-        yield  # makes this an async generator
+        first = await anext(request_iterator, None)
+        if first is None or not first.HasField("setup"):
+            await status.abort(context, InvalidArgument("the first exec message must carry setup"), "ExecTaskStreaming")
+            return
+        setup = first.setup
+        stream = await _call(
+            context,
+            "ExecTaskStreaming",
+            lambda: self._driver.exec_streaming(setup.task_id, list(setup.command), setup.tty),
+        )
+        feeder = asyncio.create_task(_feed_exec(request_iterator, stream))
+        try:
+            async for name, data in stream.outputs():
+                chunk = driver_pb2.ExecTaskStreamingIOOperation(data=data)
+                yield (
+                    driver_pb2.ExecTaskStreamingResponse(stdout=chunk)
+                    if name == "stdout"
+                    else driver_pb2.ExecTaskStreamingResponse(stderr=chunk)
+                )
+            closed = driver_pb2.ExecTaskStreamingIOOperation(close=True)
+            yield driver_pb2.ExecTaskStreamingResponse(stdout=closed)
+            yield driver_pb2.ExecTaskStreamingResponse(stderr=closed)
+            code = await stream.wait()
+            result = driver_pb2.ExitResult(exit_code=code if code >= 0 else 128 - code, signal=max(0, -code))
+            yield driver_pb2.ExecTaskStreamingResponse(exited=True, result=result)
+        finally:
+            feeder.cancel()
+            await stream.close()
+
+
+async def _feed_exec(requests: AsyncIterator[driver_pb2.ExecTaskStreamingRequest], stream: Any) -> None:
+    """Client → exec: stdin data, stdin close, terminal resizes; empty messages are heartbeats."""
+    async for message in requests:
+        if message.HasField("tty_size"):
+            stream.resize(message.tty_size.height, message.tty_size.width)
+        if message.HasField("stdin"):
+            if message.stdin.data:
+                await stream.write(message.stdin.data)
+            if message.stdin.close:
+                stream.close_stdin()
 
 
 class ControllerServicer(grpc_controller_pb2_grpc.GRPCControllerServicer):

@@ -137,7 +137,7 @@ def test_set_config_rejects_bad_values_naming_the_attribute(plugin: Plugin, data
 def test_capabilities_are_truthful(plugin: Plugin) -> None:
     caps = plugin.driver.Capabilities(driver_pb2.CapabilitiesRequest()).capabilities
     assert caps.fs_isolation == driver_pb2.DriverCapabilities.IMAGE
-    assert caps.send_signals and not caps.exec
+    assert caps.send_signals and caps.exec
     assert list(caps.network_isolation_modes) == [
         driver_pb2.NetworkIsolationSpec.HOST,
         driver_pb2.NetworkIsolationSpec.GROUP,

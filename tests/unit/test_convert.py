@@ -52,7 +52,7 @@ def test_capabilities_are_what_the_driver_can_do_today() -> None:
         driver_pb2.NetworkIsolationSpec.GROUP,
     ]
     assert caps.mount_configs == driver_pb2.DriverCapabilities.ANY_MOUNTS
-    assert caps.send_signals and not caps.exec and not caps.must_create_network
+    assert caps.send_signals and caps.exec and not caps.must_create_network
 
 
 def test_events_always_carry_a_timestamp() -> None:
