@@ -235,14 +235,24 @@ class TaskManager:
             ),
         )
         log.info("task recovered", extra={"task_id": task_id, "pod_id": pod_id, "state": status.state})
+        self._task_event(task_id, f"Recovered pod {pod_id} after a plugin restart ({status.state})", {"pod": pod_id})
 
     async def wait(self, task_id: str) -> tuple[ExitResult, str]:
         """The task's exit, and an error text when the pod was lost instead of exiting."""
         task = self._task(task_id)
         try:
-            return await self._exits.wait(task.pods, task.pod_id), ""
+            result = await self._exits.wait(task.pods, task.pod_id)
         except (PodLost, NotFound) as exc:
             return ExitResult(exit_code=-1), str(exc)
+        if result.oom_killed:
+            self._task_event(task_id, "OOM killed: the task used more memory than its limit", {"pod": task.pod_id})
+        return result, ""
+
+    def _task_event(self, task_id: str, message: str, annotations: dict[str, str]) -> None:
+        """A driver task event for a task this process knows (routed by alloc id and task name)."""
+        task = self._tasks.get(task_id)
+        if task is not None:
+            self._events.publish(TaskEvent(task_id, task.alloc_id, task.name, time.time(), message, annotations))
 
     async def stop(self, task_id: str, timeout_s: float, signal_name: str) -> None:
         task = self._tasks.get(task_id)

@@ -158,3 +158,17 @@ def test_unknown_image_is_a_clear_error(plugin: Plugin, tmp_path: Path) -> None:
     with pytest.raises(grpc.RpcError) as info:
         start(plugin, task_config(alloc, f"oci:{tmp_path}/missing:v1"))
     assert "missing" in info.value.details()
+
+
+def test_oom_kill_is_reported_and_announced(plugin: Plugin, image: str, tmp_path: Path) -> None:
+    events = plugin.driver.TaskEvents(driver_pb2.TaskEventsRequest())
+    alloc = make_alloc(tmp_path)
+    config = task_config(alloc, image, command="/bin/sh", args=["-c", "x=aaaaaaaa; while :; do x=$x$x; done"])
+    config.resources.linux_resources.memory_limit_bytes = 16 << 20
+    start(plugin, config)
+    result = wait(plugin, config.id).result
+    assert result.oom_killed and result.signal == signal.SIGKILL
+    event = next(e for e in events if "OOM" in e.message)  # events for our alloc and task
+    events.cancel()
+    assert event.alloc_id == alloc.id and event.task_name == "web" and event.timestamp.seconds > 0
+    destroy(plugin, config.id)
