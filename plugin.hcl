@@ -86,6 +86,14 @@ plugin "rkt" {
     #   vault_path = <string>
     # }
 
+    # Garbage collection.
+    gc {
+      # Remove an image from the store once no task has used it for image_delay.
+      image = true
+      # How long an unused image is kept (a restart reuses it).
+      image_delay = "3m"
+    }
+
     # Trusted image-signing keys, rkt's layout: root.d/ and prefix.d/<image name prefix>/ holding
     # OpenPGP keys named by fingerprint (ACI) and sigstore public keys as <name>.pub PEM files
     # (Docker/OCI).

@@ -137,6 +137,21 @@ class VaultTrust:
     )
 
 
+def _image_delay(value: Duration) -> None:
+    if value < 0:
+        raise ValueError(f'must not be negative (got "{value.go_string()}"); the default is "3m"')
+
+
+@dataclass(frozen=True)
+class GCConfig:
+    """Garbage collection of images no task uses any more."""
+
+    image: bool = setting(True, "Remove an image from the store once no task has used it for image_delay.")
+    image_delay: Duration = setting(
+        Duration(180.0), "How long an unused image is kept (a restart reuses it).", validate=_image_delay
+    )
+
+
 @dataclass(frozen=True)
 class PluginConfig:
     """Settings an operator gives the driver in the Nomad agent's configuration."""
@@ -206,6 +221,7 @@ class PluginConfig:
     vault: VaultConfig = block(VaultConfig, "Vault (or OpenBao) for registry credentials and trust keys.")
     auth: RegistryAuthConfig = block(RegistryAuthConfig, "Registry credentials for every task.")
     trust: tuple[VaultTrust, ...] = blocks("Image-signing keys read from Vault, trusted for a name prefix.")
+    gc: GCConfig = block(GCConfig, "Garbage collection.")
     trust_dir: str = setting(
         "/etc/nomad-rkt-driver/trustedkeys",
         "Trusted image-signing keys, rkt's layout: root.d/ and prefix.d/<image name prefix>/ holding OpenPGP keys "

@@ -91,6 +91,17 @@ class Images:
         ]
         return ReadyImage(record, defaults, tuple(reversed(lower)), signer)
 
+    def remove_unused(self, name: str) -> bool:
+        """Remove image ``name`` unless one of its layers is mounted by a pod (of any process)."""
+        record = self.store.lookup_image(name)
+        if record is None:
+            return False
+        mounts = Path("/proc/mounts").read_text()
+        if any(str(self.store.layer_dir(layer.digest)) in mounts for layer in record.layers):
+            return False
+        self._imported.pop(name, None)
+        return bool(self.store.remove_image(name))
+
     def _import(self, ref: OCILayoutReference | OCIArchiveReference | DockerArchiveReference) -> ImageRecord:
         """Import a local image, or reuse the record when the layout/archive has not changed since."""
         source = Path(ref.path) / "index.json" if isinstance(ref, OCILayoutReference) else Path(ref.path)

@@ -69,6 +69,9 @@ class Task:
     driver_state: bytes
     networks: PodNetworks | None = None
     network: ports.DriverNetwork | None = None
+    image: str = ""  # the image record's name, for garbage collection
+    images: Images | None = None
+    gc_delay_s: float | None = None  # None: the plugin keeps unused images
 
 
 class TaskManager:
@@ -77,6 +80,7 @@ class TaskManager:
         self._executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="rkt")
         self._exits = ExitWatcher(self._executor)
         self._sampler = StatsSampler(self._executor)
+        self._gc_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: TaskStore[Task] = TaskStore()
         self._pods: dict[str, Pods] = {}
         self._images: dict[str, Images] = {}
@@ -149,6 +153,7 @@ class TaskManager:
             loop.call_soon_threadsafe(self._events.publish, event)
 
         ready = await self._run(lambda: images.prepare(cfg, plugin, where, progress))
+        self._cancel_image_gc(ready.record.name)  # used again: not garbage any more
         net_request, warning = podspec.network_request(request, cfg, ready.defaults, where)
         if warning:
             self._event(request, warning, {"net": ",".join(cfg.net)})
@@ -182,6 +187,7 @@ class TaskManager:
                 "network_root": str(networks.root),
                 "cni_path": list(plugin.cni_path),
                 "net_pod_id": net_request.pod_id,
+                "image": ready.record.name,
                 "network": {"addr": network.addr, "port_map": network.port_map} if network else None,
             }
         )
@@ -197,6 +203,9 @@ class TaskManager:
                 state,
                 networks,
                 network,
+                ready.record.name,
+                images,
+                float(plugin.gc.image_delay) if plugin.gc.image else None,
             ),
         )
         log.info("task started", extra={"task_id": request.id, "pod_id": record.pod_id, "image": cfg.image})
@@ -232,6 +241,9 @@ class TaskManager:
                 str(state.get("stop_signal") or DEFAULT_STOP_SIGNAL),
                 driver_state,
                 *_network_from_state(state),
+                str(state.get("image", "")),
+                self._images_for(plugin),
+                float(plugin.gc.image_delay) if plugin.gc.image else None,
             ),
         )
         log.info("task recovered", extra={"task_id": task_id, "pod_id": pod_id, "state": status.state})
@@ -275,6 +287,32 @@ class TaskManager:
         if networks is not None:  # after the pod: DEL runs while our namespace still exists
             await self._run(lambda: networks.teardown(task.pod_id))
         self._tasks.delete(task_id)
+        self._schedule_image_gc(task)
+
+    # -- image garbage collection -----------------------------------------------------------
+
+    def _schedule_image_gc(self, task: Task) -> None:
+        """Remove the task's image after the delay unless a task uses it again meanwhile."""
+        images, name, delay = task.images, task.image, task.gc_delay_s
+        if images is None or not name or delay is None:
+            return
+        if any(t.image == name for t in (self._tasks.get(i) for i in self._tasks.ids()) if t is not None):
+            return
+        self._cancel_image_gc(name)
+        loop = asyncio.get_running_loop()
+        self._gc_timers[name] = loop.call_later(delay, lambda: asyncio.ensure_future(self._collect(images, name)))
+
+    def _cancel_image_gc(self, name: str) -> None:
+        timer = self._gc_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def _collect(self, images: Images, name: str) -> None:
+        self._gc_timers.pop(name, None)
+        if any(t.image == name for t in (self._tasks.get(i) for i in self._tasks.ids()) if t is not None):
+            return
+        removed = await self._run(lambda: images.remove_unused(name))
+        log.info("unused image %s", "removed" if removed else "kept (in use elsewhere)", extra={"image": name})
 
     async def inspect(self, task_id: str) -> TaskStatusView:
         task = self._task(task_id)

@@ -28,6 +28,7 @@ PLUGIN_KEYS = (
     "vault",
     "auth",
     "trust",
+    "gc",
     "trust_dir",
     "pull_activity_timeout",
 )
