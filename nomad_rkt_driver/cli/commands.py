@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     image_rm.add_argument("name")
     for cmd in (image_list, image_rm):
         cmd.add_argument("--plugin-config", type=Path, default=None)
+    fetch = sub.add_parser("fetch", help="fetch, verify and unpack an image into the store as StartTask would")
+    fetch.add_argument("image")
+    fetch.add_argument("--insecure-options", default="", help='rkt\'s values, comma separated, e.g. "http,image"')
+    fetch.add_argument("--plugin-config", type=Path, default=None)
     trust = sub.add_parser("trust", help="trusted image-signing keys").add_subparsers(
         dest="trust_command", required=True
     )
@@ -105,6 +109,9 @@ def _operate(opts: argparse.Namespace) -> int:
         return operator.images_list(config, opts.json)
     if opts.command == "image" and opts.image_command == "rm":
         return operator.image_rm(config, opts.name)
+    if opts.command == "fetch":
+        options = [o.strip() for o in opts.insecure_options.split(",") if o.strip()]
+        return operator.fetch(config, opts.image, options)
     if opts.command == "trust":
         return operator.trust_add(config, opts.keyfile, None if opts.root else opts.prefix)
     return 2

@@ -39,15 +39,32 @@ def plugin_block(path: Path, name: str = "rkt") -> dict[str, Any]:
     raise ValueError(f'{path}: no plugin "{name}" block; add plugin "{name}" {{ config {{ ... }} }}')
 
 
-def encode_like_nomad(cls: type, body: dict[str, Any]) -> bytes:
-    """Encode ``body`` for SetConfig/TaskConfig as Nomad would: every schema key present.
+def normalize(cls: type, body: dict[str, Any]) -> dict[str, Any]:
+    """python-hcl2's shapes → Nomad's: every schema key present (None when unset), blocks as maps
+    (nested ones too), repeated blocks as lists of maps, block-attribute maps as maps.
 
-    Unknown keys are passed through, so the plugin (not this encoder) reports them.
+    Unknown keys are passed through, so the plugin (not this function) reports them.
     """
     declared = {s.name: s for s in settings(cls)}
     full: dict[str, Any] = dict.fromkeys(declared)
     for key, value in body.items():
         setting = declared.get(key)
-        full[key] = single(value) if setting is not None and setting.hcl_type.startswith("map") else value
-    packed: bytes = msgpack.packb(full, use_bin_type=True)
+        if setting is None:
+            full[key] = value
+        elif setting.block is not None and setting.repeated:
+            items = value if isinstance(value, list) else [value]
+            full[key] = [normalize(setting.block, item) if isinstance(item, dict) else item for item in items]
+        elif setting.block is not None:
+            inner = single(value)
+            full[key] = normalize(setting.block, inner) if isinstance(inner, dict) else inner
+        elif setting.hcl_type.startswith("map"):
+            full[key] = single(value)
+        else:
+            full[key] = value
+    return full
+
+
+def encode_like_nomad(cls: type, body: dict[str, Any]) -> bytes:
+    """Encode ``body`` for SetConfig/TaskConfig as Nomad would (see :func:`normalize`)."""
+    packed: bytes = msgpack.packb(normalize(cls, body), use_bin_type=True)
     return packed

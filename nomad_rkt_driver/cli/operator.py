@@ -206,3 +206,32 @@ def trust_add(config: PluginConfig, keyfile: Path, prefix: str | None) -> int:
         return 1
     print(f'Added key for prefix "{prefix}" at "{path}"' if prefix else f'Added root key at "{path}"')
     return 0
+
+
+def fetch(config: PluginConfig, image: str, insecure_options: list[str]) -> int:
+    """Fetch, verify and unpack an image into the store exactly as StartTask would."""
+    from nomad_rkt_driver.config.decode import decode
+    from nomad_rkt_driver.config.task import TaskConfig
+    from nomad_rkt_driver.driver.imaging import Images
+    from nomad_rkt_driver.images.pull import Puller, PullProgress
+
+    def progress(p: PullProgress) -> None:
+        print(
+            f"  {p.layers_done}/{p.layers_total} layers, {p.bytes_done / 1e6:.1f}/{p.bytes_total / 1e6:.1f} MB",
+            file=sys.stderr,
+        )
+
+    try:
+        task = decode(TaskConfig, {"image": image, "insecure_options": insecure_options}, "fetch")
+        store = _store(config)
+        ready = Images(store, Puller(store, activity_timeout_s=float(config.pull_activity_timeout))).prepare(
+            task, config, "fetch", progress
+        )
+    except DriverError as exc:
+        print(f"nomad-rkt-driver: {exc}", file=sys.stderr)
+        return 1
+    record = ready.record
+    print(f"{record.name}\n  manifest {record.manifest_digest}\n  layers   {len(record.layers)}")
+    if ready.signer:
+        print(f"  signed   by {ready.signer}")
+    return 0

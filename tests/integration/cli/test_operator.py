@@ -105,3 +105,13 @@ def test_trust_add_sigstore_public_key(tmp_path: Path) -> None:
     assert stored.read_bytes() == (tmp_path / "signer.pub").read_bytes()
     refused = cli(plugin_hcl, "trust", "add", "--root", str(tmp_path / "signer.key"))
     assert refused.returncode == 1
+
+
+def test_fetch_follows_the_trust_policy(image: str, tmp_path: Path) -> None:
+    plugin_hcl = tmp_path / "plugin.hcl"
+    plugin_hcl.write_text(f'plugin "rkt" {{\n config {{\n  data_dir = "{tmp_path}/data"\n }}\n}}\n')
+    refused = cli(plugin_hcl, "fetch", image)
+    assert refused.returncode == 1 and 'insecure_options = ["image"]' in refused.stderr
+    fetched = cli(plugin_hcl, "fetch", image, "--insecure-options", "image")
+    assert fetched.returncode == 0 and "layers   3" in fetched.stdout
+    assert json.loads(cli(plugin_hcl, "image", "list", "--json").stdout)[0]["name"] == image
