@@ -6,20 +6,17 @@ import os
 import secrets
 import subprocess
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import pytest
 
 from nomad_rkt_driver.config.fields import settings
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
-from tests.imagebuild import busybox_image
-from tests.protocol.plugin import Plugin, launch, nomad_env
+from tests.protocol.plugin import Plugin
 
 
 def encode(cls: type, **values: Any) -> bytes:
@@ -108,21 +105,6 @@ def set_config(plugin: Plugin, data_dir: Path) -> None:
 CGROUP_PARENT = f"/nomad-rkt-test-{os.getpid()}"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def cgroup_parent() -> Iterator[str]:
-    """The tests' own cgroup parent, removed from every hierarchy at the end of the session."""
-    yield CGROUP_PARENT
-    for directory in Path("/sys/fs/cgroup").glob(f"*{CGROUP_PARENT}"):
-        if directory.is_dir():
-            directory.rmdir()  # an error here means a pod's cgroup was left behind
-
-
-@pytest.fixture(scope="session")
-def image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    built = busybox_image(tmp_path_factory.mktemp("image") / "layout", tag="v1")
-    return f"oci:{built.layout}:v1"
-
-
 def leftovers(data_dir: Path) -> list[str]:
     """What a finished test must not leave: mounts, runc containers, monitors, pod state."""
     found = [
@@ -158,24 +140,3 @@ def _clean(data_dir: Path) -> None:
         networks = PodNetworks(data_dir / "network", ("/usr/lib/cni",), "", "")
         for pod_id in networks.pods():
             networks.teardown(pod_id)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "data"
-    yield path
-    left = leftovers(path)
-    _clean(path)
-    assert left == [], "the test left pods behind"
-
-
-@pytest.fixture
-def plugin(data_dir: Path) -> Iterator[Plugin]:
-    running = launch(nomad_env())
-    try:
-        set_config(running, data_dir)
-        yield running
-    finally:
-        if running.proc.poll() is None:
-            running.shutdown()
-        running.kill()

@@ -16,19 +16,10 @@ import pytest
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
 from tests.imagebuild import busybox_image
-from tests.integration.driver.conftest import CGROUP_PARENT, _clean, encode, leftovers, make_alloc, task_config
+from tests.integration.driver.conftest import CGROUP_PARENT, encode, make_alloc, task_config
 from tests.protocol.plugin import Plugin, launch, nomad_env
 from tests.registryserver import RegistryServer, need
 from tests.unit.images.test_sigstore_producer import Cosign
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cgroup_parent() -> Iterator[str]:
-    """Remove the pods' cgroup parent when this module is done (as the driver tests' conftest does)."""
-    yield CGROUP_PARENT
-    for directory in Path("/sys/fs/cgroup").glob(f"*{CGROUP_PARENT}"):
-        if directory.is_dir():
-            directory.rmdir()
 
 
 @pytest.fixture
@@ -38,15 +29,6 @@ def registry(tmp_path: Path) -> Iterator[RegistryServer]:
         yield server.start()
     finally:
         server.close()
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "data"
-    yield path
-    left = leftovers(path)
-    _clean(path)
-    assert left == [], "the test left pods behind"
 
 
 @pytest.fixture

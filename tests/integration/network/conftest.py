@@ -21,7 +21,6 @@ from nomad_rkt_driver.network.attach import PodNetworks
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
 from tests.imagebuild import DEFAULT_CONFIG, build_image, standard_layers
 from tests.integration.driver.conftest import CGROUP_PARENT, Alloc, _clean, encode, leftovers
-from tests.integration.driver.conftest import cgroup_parent as cgroup_parent
 from tests.protocol.plugin import Plugin, launch, nomad_env
 
 CNI_PATH = "/usr/lib/cni"

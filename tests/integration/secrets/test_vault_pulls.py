@@ -20,18 +20,10 @@ from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2, recoverable_error_pb2
 from tests.baoserver import ROOT_TOKEN, BaoServer, start
 from tests.imagebuild import busybox_image
-from tests.integration.driver.conftest import CGROUP_PARENT, _clean, encode, leftovers, make_alloc, task_config
+from tests.integration.driver.conftest import CGROUP_PARENT, encode, make_alloc, task_config
 from tests.protocol.plugin import Plugin, launch, nomad_env
 from tests.registryserver import PASSWORD, USERNAME, RegistryServer
 from tests.unit.images.test_sigstore_producer import Cosign
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cgroup_parent() -> Iterator[str]:
-    yield CGROUP_PARENT
-    for directory in Path("/sys/fs/cgroup").glob(f"*{CGROUP_PARENT}"):
-        if directory.is_dir():
-            directory.rmdir()
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +34,6 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "data"
-    yield path
-    left = leftovers(path)
-    _clean(path)
-    assert left == []
 
 
 def start_plugin(data_dir: Path, **config: Any) -> Plugin:
