@@ -90,15 +90,21 @@ def _dns_servers(value: tuple[str, ...]) -> None:
             raise ValueError(f'"{server}" is not an IP address; list IPs, or only "host" or only "none"') from None
 
 
+def split_extra_host(entry: str) -> tuple[str, str]:
+    """``"name:ip"`` → (name, ip); ValueError with the fix when malformed (IPv6 after the first ':')."""
+    name, sep, ip_text = entry.partition(":")
+    if not sep or not name or not ip_text:
+        raise ValueError(f'"{entry}" is not "name:ip"; write e.g. "db.internal:10.0.0.5"')
+    try:
+        ipaddress.ip_address(ip_text)
+    except ValueError:
+        raise ValueError(f'"{entry}": "{ip_text}" is not an IP address') from None
+    return name, ip_text
+
+
 def _extra_hosts(value: tuple[str, ...]) -> None:
     for entry in value:
-        name, sep, ip_text = entry.partition(":")
-        if not sep or not name or not ip_text:
-            raise ValueError(f'"{entry}" is not "name:ip"; write e.g. "db.internal:10.0.0.5"')
-        try:
-            ipaddress.ip_address(ip_text)
-        except ValueError:
-            raise ValueError(f'"{entry}": "{ip_text}" is not an IP address') from None
+        split_extra_host(entry)
 
 
 def _caps(value: tuple[str, ...]) -> None:

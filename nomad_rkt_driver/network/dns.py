@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nomad_rkt_driver.config.task import split_extra_host
 from nomad_rkt_driver.errors import InvalidConfig
 
 
@@ -60,18 +61,6 @@ def hosts(hostname: str, ip: str, extra_hosts: Sequence[str]) -> str:
         name, ip_text = split_extra_host(entry)
         out.append(f"{ip_text}\t{name}")
     return "\n".join(out) + "\n"
-
-
-def split_extra_host(entry: str) -> tuple[str, str]:
-    """``"name:ip"`` → (name, ip); ValueError with the fix when malformed (IPv6 after the first ':')."""
-    name, sep, ip_text = entry.partition(":")
-    if not sep or not name or not ip_text:
-        raise ValueError(f'"{entry}" is not "name:ip"; write e.g. "db.internal:10.0.0.5"')
-    try:
-        ipaddress.ip_address(ip_text)
-    except ValueError:
-        raise ValueError(f'"{entry}": "{ip_text}" is not an IP address') from None
-    return name, ip_text
 
 
 def check_servers(servers: Sequence[str], where: str) -> None:
