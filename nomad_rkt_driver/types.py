@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Final
-
-PLUGIN_NAME: Final = "rkt"
-PLUGIN_API_VERSIONS: Final = ("v0.1.0",)
 
 
 class Health(enum.Enum):

@@ -16,46 +16,28 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from nomad_rkt_driver import __version__
-from nomad_rkt_driver.config.plugin import WHERE as PLUGIN_WHERE
-from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.driver.events import EventBus
 from nomad_rkt_driver.driver.signals import parse_signal
 from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the config and domain types are built on first use, not at plugin start
+    from nomad_rkt_driver.config.plugin import PluginConfig
     from nomad_rkt_driver.driver.execstream import ExecStream
     from nomad_rkt_driver.driver.tasks import TaskManager
     from nomad_rkt_driver.network.ports import DriverNetwork
-from nomad_rkt_driver.types import (
-    AgentConfig,
-    Capabilities,
-    ExitResult,
-    Fingerprint,
-    FSIsolation,
-    Health,
-    NetworkMode,
-    TaskEvent,
-    TaskRequest,
-    TaskStats,
-    TaskStatusView,
-)
+    from nomad_rkt_driver.types import (
+        AgentConfig,
+        Capabilities,
+        ExitResult,
+        Fingerprint,
+        TaskEvent,
+        TaskRequest,
+        TaskStats,
+        TaskStatusView,
+    )
 
 log = logging.getLogger(__name__)
 HEALTH_REUSE_S = 10.0  # StartTask trusts a healthy host check this recent (config changes reset it)
-
-# Truthful for this version: signals and exec (runc exec, with or without a terminal); every task
-# gets its own image root; host networking, or joining the group namespace Nomad made (bridge
-# mode); Nomad mounts become binds.
-CAPABILITIES = Capabilities(
-    send_signals=True,
-    exec=True,
-    fs_isolation=FSIsolation.IMAGE,
-    network_modes=(NetworkMode.HOST, NetworkMode.GROUP),
-    must_create_network=False,
-    mounts=True,
-    disable_log_collection=False,
-    dynamic_workload_users=False,
-)
 
 
 def plugin_version() -> str:
@@ -71,8 +53,8 @@ class RktDriver:
     """One per plugin process; all methods run on the asyncio loop."""
 
     def __init__(self) -> None:
-        self.config = PluginConfig()
-        self.agent = AgentConfig()
+        self._config: PluginConfig | None = None
+        self._agent: AgentConfig | None = None
         self.events = EventBus()
         self._generation = 0
         self._changed = asyncio.Condition()
@@ -81,20 +63,41 @@ class RktDriver:
 
     # -- configuration -------------------------------------------------------------------
 
+    @property
+    def config(self) -> PluginConfig:
+        """The plugin config from the last SetConfig (every default before the first)."""
+        if self._config is None:
+            from nomad_rkt_driver.config.plugin import PluginConfig
+
+            self._config = PluginConfig()
+        return self._config
+
+    @property
+    def agent(self) -> AgentConfig:
+        if self._agent is None:
+            from nomad_rkt_driver.types import AgentConfig
+
+            self._agent = AgentConfig()
+        return self._agent
+
     async def set_config(self, data: bytes, agent: AgentConfig | None) -> None:
         """Decode and validate the agent's plugin config; a later call replaces an earlier one."""
         from nomad_rkt_driver.config.decode import decode_msgpack
+        from nomad_rkt_driver.config.plugin import WHERE as PLUGIN_WHERE
+        from nomad_rkt_driver.config.plugin import PluginConfig
 
         config = decode_msgpack(PluginConfig, data, PLUGIN_WHERE)
-        self.config = config
+        self._config = config
         if agent is not None:
-            self.agent = agent
+            self._agent = agent
         async with self._changed:
             self._generation += 1
             self._changed.notify_all()
         log.debug("plugin configured", extra={"runtime": config.runtime, "data_dir": config.data_dir})
 
     def capabilities(self) -> Capabilities:
+        from nomad_rkt_driver.driver.capabilities import CAPABILITIES
+
         return CAPABILITIES
 
     # -- health --------------------------------------------------------------------------
@@ -107,12 +110,15 @@ class RktDriver:
 
     async def _recent_fingerprint(self) -> Fingerprint:
         """The host check StartTask needs: reuse a healthy answer younger than HEALTH_REUSE_S."""
+        from nomad_rkt_driver.types import Health
+
         now = time.monotonic()
         recent = self._healthy_at
         if recent is not None and now - recent[0] < HEALTH_REUSE_S and recent[1] == self._generation:
             return recent[2]
         fingerprint = await self.fingerprint()
-        self._healthy_at = (now, self._generation, fingerprint) if fingerprint.health is Health.HEALTHY else None
+        healthy = fingerprint.health is Health.HEALTHY
+        self._healthy_at = (now, self._generation, fingerprint) if healthy else None
         return fingerprint
 
     async def fingerprints(self) -> AsyncIterator[Fingerprint]:
@@ -145,6 +151,7 @@ class RktDriver:
         """Validate the task config and the host, fetch the image, start the pod; the driver_state."""
         from nomad_rkt_driver.config.decode import decode_msgpack
         from nomad_rkt_driver.config.task import TaskConfig
+        from nomad_rkt_driver.types import Health
 
         if not task.id:
             raise InvalidArgument("StartTask needs a task id")

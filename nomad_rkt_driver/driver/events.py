@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from nomad_rkt_driver.types import TaskEvent
+if TYPE_CHECKING:
+    from nomad_rkt_driver.types import TaskEvent
 
 SUBSCRIBER_BACKLOG: Final = 1024
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 
+from nomad_rkt_driver import PLUGIN_NAME
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.network.cni import REQUIRED_PLUGINS, find_plugins
 from nomad_rkt_driver.runtime.probe import cgroups, find_tool
-from nomad_rkt_driver.types import PLUGIN_NAME, Fingerprint, Health
+from nomad_rkt_driver.types import Fingerprint, Health
 
 _PREFIX = f"driver.{PLUGIN_NAME}"
 

@@ -13,11 +13,10 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import empty_pb2
 
-from nomad_rkt_driver.config.plugin import PluginConfig
-from nomad_rkt_driver.config.task import TaskConfig
+from nomad_rkt_driver import PLUGIN_API_VERSIONS, PLUGIN_NAME
 from nomad_rkt_driver.driver.driver import RktDriver, plugin_version
 from nomad_rkt_driver.errors import InvalidArgument
-from nomad_rkt_driver.protocol import convert, schema, status
+from nomad_rkt_driver.protocol import status
 from nomad_rkt_driver.protocol.gen import (
     base_pb2,
     base_pb2_grpc,
@@ -28,9 +27,36 @@ from nomad_rkt_driver.protocol.gen import (
     grpc_stdio_pb2,
     grpc_stdio_pb2_grpc,
 )
-from nomad_rkt_driver.types import PLUGIN_API_VERSIONS, PLUGIN_NAME
 
 log = logging.getLogger(__name__)
+
+
+# Conversions, schemas and configs build many classes at import: they load on the first RPC that
+# needs them, not before the handshake (Nomad starts the plugin three times at boot).
+def _convert() -> Any:
+    from nomad_rkt_driver.protocol import convert
+
+    return convert
+
+
+def _schema() -> Any:
+    from nomad_rkt_driver.protocol import schema
+
+    return schema
+
+
+def _plugin_config() -> type:
+    from nomad_rkt_driver.config.plugin import PluginConfig
+
+    return PluginConfig
+
+
+def _task_config() -> type:
+    from nomad_rkt_driver.config.task import TaskConfig
+
+    return TaskConfig
+
+
 HANDLE_VERSION = 1  # TaskHandle.version; 0 is reserved by Nomad
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R")
@@ -58,10 +84,10 @@ class BasePluginServicer(base_pb2_grpc.BasePluginServicer):
     async def ConfigSchema(
         self, request: base_pb2.ConfigSchemaRequest, context: Context
     ) -> base_pb2.ConfigSchemaResponse:
-        return base_pb2.ConfigSchemaResponse(spec=schema.render(PluginConfig))
+        return base_pb2.ConfigSchemaResponse(spec=_schema().render(_plugin_config()))
 
     async def SetConfig(self, request: base_pb2.SetConfigRequest, context: Context) -> base_pb2.SetConfigResponse:
-        agent = convert.agent_config_from_proto(request)
+        agent = _convert().agent_config_from_proto(request)
         await _call(context, "SetConfig", lambda: self._driver.set_config(request.msgpack_config, agent))
         return base_pb2.SetConfigResponse()
 
@@ -73,34 +99,34 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
     async def TaskConfigSchema(
         self, request: driver_pb2.TaskConfigSchemaRequest, context: Context
     ) -> driver_pb2.TaskConfigSchemaResponse:
-        return driver_pb2.TaskConfigSchemaResponse(spec=schema.render(TaskConfig))
+        return driver_pb2.TaskConfigSchemaResponse(spec=_schema().render(_task_config()))
 
     async def Capabilities(
         self, request: driver_pb2.CapabilitiesRequest, context: Context
     ) -> driver_pb2.CapabilitiesResponse:
-        caps = convert.capabilities_to_proto(self._driver.capabilities())
+        caps = _convert().capabilities_to_proto(self._driver.capabilities())
         return driver_pb2.CapabilitiesResponse(capabilities=caps)
 
     async def Fingerprint(
         self, request: driver_pb2.FingerprintRequest, context: Context
     ) -> AsyncIterator[driver_pb2.FingerprintResponse]:
         async for fp in self._driver.fingerprints():
-            yield convert.fingerprint_to_proto(fp)
+            yield _convert().fingerprint_to_proto(fp)
 
     async def TaskEvents(
         self, request: driver_pb2.TaskEventsRequest, context: Context
     ) -> AsyncIterator[driver_pb2.DriverTaskEvent]:
         async for event in self._driver.task_events():
-            yield convert.event_to_proto(event)
+            yield _convert().event_to_proto(event)
 
     async def StartTask(self, request: driver_pb2.StartTaskRequest, context: Context) -> driver_pb2.StartTaskResponse:
-        task = convert.task_from_proto(request.task)
+        task = _convert().task_from_proto(request.task)
         state = await _call(context, "StartTask", lambda: self._driver.start_task(task))
         # The handle echoes Nomad's TaskConfig: the client reads the task id back from it on recovery.
         handle = driver_pb2.TaskHandle(
             version=HANDLE_VERSION, config=request.task, state=driver_pb2.RUNNING, driver_state=state
         )
-        network = convert.network_override_to_proto(self._driver.task_network(task.id))
+        network = _convert().network_override_to_proto(self._driver.task_network(task.id))
         return driver_pb2.StartTaskResponse(handle=handle, network_override=network)
 
     async def RecoverTask(
@@ -114,7 +140,7 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
 
     async def WaitTask(self, request: driver_pb2.WaitTaskRequest, context: Context) -> driver_pb2.WaitTaskResponse:
         result, err = await _call(context, "WaitTask", lambda: self._driver.wait_task(request.task_id))
-        return driver_pb2.WaitTaskResponse(result=convert.exit_result_to_proto(result), err=err)
+        return driver_pb2.WaitTaskResponse(result=_convert().exit_result_to_proto(result), err=err)
 
     async def StopTask(self, request: driver_pb2.StopTaskRequest, context: Context) -> driver_pb2.StopTaskResponse:
         timeout_s = request.timeout.ToTimedelta().total_seconds()
@@ -131,9 +157,9 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         self, request: driver_pb2.InspectTaskRequest, context: Context
     ) -> driver_pb2.InspectTaskResponse:
         view = await _call(context, "InspectTask", lambda: self._driver.inspect_task(request.task_id))
-        network = convert.network_override_to_proto(self._driver.task_network(request.task_id))
+        network = _convert().network_override_to_proto(self._driver.task_network(request.task_id))
         return driver_pb2.InspectTaskResponse(
-            task=convert.task_status_to_proto(view), driver=driver_pb2.TaskDriverStatus(), network_override=network
+            task=_convert().task_status_to_proto(view), driver=driver_pb2.TaskDriverStatus(), network_override=network
         )
 
     async def TaskStats(
@@ -142,7 +168,7 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         interval_s = request.collection_interval.ToTimedelta().total_seconds() or 1.0
         try:
             async for sample in self._driver.task_stats(request.task_id, interval_s):
-                yield convert.stats_to_proto(sample)
+                yield _convert().stats_to_proto(sample)
         except Exception as exc:
             await status.abort(context, exc, "TaskStats")
 
@@ -157,7 +183,7 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         out, err, result = await _call(
             context, "ExecTask", lambda: self._driver.exec_task(request.task_id, list(request.command), timeout_s)
         )
-        return driver_pb2.ExecTaskResponse(stdout=out, stderr=err, result=convert.exit_result_to_proto(result))
+        return driver_pb2.ExecTaskResponse(stdout=out, stderr=err, result=_convert().exit_result_to_proto(result))
 
     async def ExecTaskStreaming(
         self, request_iterator: AsyncIterator[driver_pb2.ExecTaskStreamingRequest], context: Context

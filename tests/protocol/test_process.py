@@ -152,7 +152,7 @@ def test_start_up_needs_no_heavy_imports() -> None:
     code = (
         "import sys, runpy; sys.argv=['x']; "
         "import nomad_rkt_driver.protocol.server, nomad_rkt_driver.cli.main; "
-        "print(sorted(m for m in ('hvac','requests','psutil','hcl2','lark') if m in sys.modules))"
+        "print(sorted(m for m in ('hvac','requests','psutil','hcl2','lark','nomad_rkt_driver.types','nomad_rkt_driver.config.plugin','nomad_rkt_driver.protocol.convert','nomad_rkt_driver.driver.tasks') if m in sys.modules))"
     )
     done = subprocess.run(
         [str(PLUGIN.parent / "python"), "-c", code], capture_output=True, text=True, timeout=60, check=True

@@ -1,4 +1,4 @@
-from nomad_rkt_driver.driver.driver import CAPABILITIES
+from nomad_rkt_driver.driver.capabilities import CAPABILITIES
 from nomad_rkt_driver.protocol import convert
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
 from nomad_rkt_driver.types import Fingerprint, Health, TaskEvent
