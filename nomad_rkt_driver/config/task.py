@@ -200,5 +200,7 @@ class TaskConfig:
     )
     auth: RegistryAuth = block(RegistryAuth, "Registry credentials for this task's image.")
     trust_prefix: str | None = setting(
-        None, "Trust signing keys found by discovery for this image name prefix (rkt trust --prefix)."
+        None,
+        "rkt's trust prefix for keys found by appc discovery; accepted for compatibility, no effect yet "
+        "(trust keys with `nomad-rkt-driver trust add`).",
     )
