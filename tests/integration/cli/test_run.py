@@ -66,6 +66,18 @@ def job(path: Path, task_config: str, *, kind: str = "batch", extra: str = "") -
     return path
 
 
+def start_runner(workdir: Path, jobfile: Path) -> subprocess.Popen[str]:
+    """`nomad-rkt-driver run` in the background, its output readable line by line."""
+    return subprocess.Popen(
+        [CLI, "run", str(jobfile), "--plugin-config", str(workdir / "plugin.hcl")],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def run(workdir: Path, jobfile: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CLI, "run", str(jobfile), "--plugin-config", str(workdir / "plugin.hcl")],
@@ -104,14 +116,7 @@ def test_ctrl_c_stops_a_service_and_leaves_nothing(workdir: Path) -> None:
     jobfile = job(
         workdir / "j.hcl", 'command = "/bin/sh"\nargs = ["-c", "echo up; while :; do sleep 0.2; done"]', kind="service"
     )
-    proc = subprocess.Popen(
-        [CLI, "run", str(jobfile), "--plugin-config", str(workdir / "plugin.hcl")],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = start_runner(workdir, jobfile)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
@@ -158,14 +163,7 @@ def test_web_job_serves_its_page_through_the_dynamic_port(workdir: Path) -> None
     before = _host_network_objects()
     jobfile = workdir / "web.nomad.hcl"
     jobfile.write_text((ROOT / "jobs" / "web.nomad.hcl").read_text())
-    proc = subprocess.Popen(
-        [CLI, "run", str(jobfile), "--plugin-config", str(workdir / "plugin.hcl")],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = start_runner(workdir, jobfile)
     try:
         assert proc.stdout is not None
         address = ""

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from nomad_rkt_driver.config.plugin import PluginConfig
-from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.network.attach import PodNetworks
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
 from tests.imagebuild import DEFAULT_CONFIG, build_image, standard_layers
 from tests.integration.driver.conftest import CGROUP_PARENT, Alloc, _clean, encode, leftovers
+from tests.integration.driver.conftest import task_config as driver_task_config
 from tests.protocol.plugin import Plugin, launch, nomad_env
 
 CNI_PATH = "/usr/lib/cni"
@@ -175,23 +175,10 @@ def task_config(
     netns_path: str = "",
     **cfg: Any,
 ) -> driver_pb2.TaskConfig:
-    import secrets
-
-    values = {"image": image, "insecure_options": ["image"], **cfg}
-    config = driver_pb2.TaskConfig(
-        id=f"{alloc.id}/{alloc.task}/{secrets.token_hex(4)}",
-        name=alloc.task,
-        alloc_id=alloc.id,
-        msgpack_driver_config=encode(TaskConfig, **values),
-        env={"NOMAD_TASK_NAME": alloc.task},
-        alloc_dir=str(alloc.dir),
-        stdout_path=str(alloc.stdout.path),
-        stderr_path=str(alloc.stderr.path),
-        resources=driver_pb2.Resources(
-            linux_resources=driver_pb2.LinuxResources(memory_limit_bytes=64 << 20, cpu_shares=100),
-            ports=list(alloc_ports),
-        ),
-    )
+    """The driver tests' task config with Nomad's ports and, optionally, its group netns; the
+    network defaults to the schema's ("default") unless the test names one."""
+    config = driver_task_config(alloc, image, **{"net": None, **cfg})
+    config.resources.ports.extend(alloc_ports)
     if netns_path:
         config.network_isolation_spec.CopyFrom(
             driver_pb2.NetworkIsolationSpec(mode=driver_pb2.NetworkIsolationSpec.GROUP, path=netns_path)
