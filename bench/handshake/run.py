@@ -21,9 +21,7 @@ import contextlib
 import functools
 import json
 import os
-import platform
 import select
-import statistics
 import subprocess
 import sys
 import threading
@@ -46,6 +44,10 @@ from nomad_rkt_driver.protocol.gen import (
 )
 
 REPO: Final = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from bench.common import machine, summary  # noqa: E402
+
 RESULT: Final = REPO / "bench" / "results" / "handshake.json"
 COMMANDS: Final = {
     "floor": [sys.executable, str(REPO / "bench" / "handshake" / "floor_server.py")],
@@ -239,30 +241,6 @@ def cycles(name: str, steps: list[Callable[[grpc.Channel], None]]) -> list[float
     return times
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    p90 = statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 else values[0]
-    return {"median": statistics.median(values), "p90": p90, "min": min(values), "n": len(values)}
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    git = ["git", "-C", str(REPO), "describe", "--always", "--dirty"]
-    commit = subprocess.run(git, capture_output=True, text=True)
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "commit": commit.stdout.strip(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "loadavg_at_end": os.getloadavg(),
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15, help="measured runs per target (default 15)")
@@ -334,7 +312,7 @@ def main() -> int:
     ratios["boot_total"] = ratio(boot_stats["plugin_total_s"], boot_stats["floor_3_cycles_s"])
     goal = {m: {"ratio": ratios[m], "limit": GOAL_RATIO, "met": (ratios[m] or 1e9) <= GOAL_RATIO} for m in GOALS}
     result = {
-        "machine": machine(),
+        "machine": machine(grpcio=grpc.__version__),
         "runs": runs,
         "pycache": opts.pycache,
         "loadavg_at_start": load_at_start,

@@ -27,7 +27,6 @@ import ctypes.util
 import functools
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -49,6 +48,7 @@ import grpc  # noqa: E402
 import msgpack  # noqa: E402
 from google.protobuf.duration_pb2 import Duration  # noqa: E402
 
+from bench.common import first_line, machine, summary  # noqa: E402
 from nomad_rkt_driver.config.fields import settings  # noqa: E402
 from nomad_rkt_driver.config.plugin import PluginConfig  # noqa: E402
 from nomad_rkt_driver.config.task import TaskConfig  # noqa: E402
@@ -80,24 +80,6 @@ def encode(cls: type, **values: Any) -> bytes:
     return packed
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def pct(p: float) -> float:  # nearest-rank percentile
-        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
-
-    return {
-        "median": statistics.median(values),
-        "p90": pct(90),
-        "p95": pct(95),
-        "min": ordered[0],
-        "max": ordered[-1],
-        "n": len(values),
-    }
-
-
 def proc_kib(pid: int, path: str, key: str) -> float | None:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/{path}") as lines:
         for line in lines:
@@ -110,25 +92,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of every thread of ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5), after "pid (comm)"
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True)
-    runc = subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
-    conmon = subprocess.run(["conmon", "--version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "runc": runc,
-        "conmon": conmon,
-        "commit": commit.stdout.strip(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "loadavg_at_end": os.getloadavg(),
-    }
 
 
 def netns_names() -> set[str]:
@@ -562,7 +525,7 @@ def main() -> int:
             force_clean(work)
         if not mounts_under(work):
             shutil.rmtree(work, ignore_errors=True)
-    result["machine"] = machine()
+    result["machine"] = machine(runc=first_line("runc", "--version"), conmon=first_line("conmon", "--version"))
     result["failures"] = failures
     report(result)
     opts.output.parent.mkdir(parents=True, exist_ok=True)

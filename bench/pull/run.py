@@ -23,7 +23,6 @@ import contextlib
 import functools
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -39,6 +38,7 @@ from typing import Any, Final
 REPO: Final = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.common import first_line, machine, summary  # noqa: E402
 from nomad_rkt_driver.images.pull import Puller  # noqa: E402
 from nomad_rkt_driver.images.reference import DockerReference, parse_reference  # noqa: E402
 from nomad_rkt_driver.images.store import ImageRecord, Store  # noqa: E402
@@ -53,42 +53,6 @@ TAG: Final = "v1"
 
 class BenchFailed(Exception):
     """Something that must work did not (counts as a benchmark failure)."""
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def pct(p: float) -> float:  # nearest-rank percentile
-        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
-
-    return {
-        "median": statistics.median(values),
-        "p90": pct(90),
-        "min": ordered[0],
-        "max": ordered[-1],
-        "n": len(values),
-    }
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True)
-    skopeo = subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout.strip()
-    tar = subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "skopeo": skopeo,
-        "tar": tar,
-        "commit": commit.stdout.strip(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "loadavg_at_end": os.getloadavg(),
-    }
 
 
 # -- the image ----------------------------------------------------------------------------------
@@ -302,7 +266,7 @@ def main() -> int:
     result["samples"] = samples
     result["registry_requests"] = requests
     result["summary"] = {k: summary(v) for k, v in samples.items()}
-    result["machine"] = machine()
+    result["machine"] = machine(skopeo=first_line("skopeo", "--version"), tar=first_line("tar", "--version"))
     result["failures"] = failures
     report(result)
     opts.output.parent.mkdir(parents=True, exist_ok=True)
