@@ -24,6 +24,11 @@ plugin "rkt" {
     # rkt's.
     default_network_subnet = "172.16.28.0/24"
 
+    # IPv6 subnet of the builtin "default" network, e.g. "fd52:6b74::/64"; set, it makes pods on
+    # it dual-stack (an IPv6 address beside the IPv4 one, IPv6 masquerade and port forwarding); ""
+    # (the default) means IPv4 only. Needs IPv6 enabled on the host and ip6tables.
+    default_network_subnet6 = ""
+
     # Where the driver keeps its image store and pod state; must be on a local filesystem.
     data_dir = "/var/lib/nomad-rkt-driver"
 

@@ -56,6 +56,19 @@ def _subnet(value: str) -> None:
         raise ValueError(f'"{value}" is too small for pods; use a /29 or larger, e.g. "172.16.28.0/24"')
 
 
+def _subnet6(value: str) -> None:
+    if not value:
+        return
+    try:
+        network = ipaddress.IPv6Network(value)
+    except ValueError:
+        raise ValueError(f'"{value}" is not an IPv6 subnet; write e.g. "fd52:6b74::/64", or "" for no IPv6') from None
+    if network.prefixlen > 120:
+        raise ValueError(f'"{value}" is too small for pods; use a /120 or larger, e.g. "fd52:6b74::/64"')
+    if network.is_link_local or network.is_multicast or network.is_loopback:
+        raise ValueError(f'"{value}" is not usable for pods; use a unique local (fd00::/8) or global subnet')
+
+
 def _cgroup_parent(value: str) -> None:
     if not value.startswith("/") or ".." in value.split("/"):
         raise ValueError(f'"{value}" is not an absolute cgroup path; write e.g. "/nomad-rkt"')
@@ -181,6 +194,13 @@ class PluginConfig:
         "172.16.28.0/24",
         'IPv4 subnet of the builtin "default" network (CNI ptp + host-local + ipMasq + portmap), as rkt\'s.',
         validate=_subnet,
+    )
+    default_network_subnet6: str = setting(
+        "",
+        'IPv6 subnet of the builtin "default" network, e.g. "fd52:6b74::/64"; set, it makes pods on it '
+        "dual-stack (an IPv6 address beside the IPv4 one, IPv6 masquerade and port forwarding); "
+        '"" (the default) means IPv4 only. Needs IPv6 enabled on the host and ip6tables.',
+        validate=_subnet6,
     )
     data_dir: str = setting(
         "/var/lib/nomad-rkt-driver",

@@ -105,7 +105,11 @@ class TaskManager:
     @staticmethod
     def _networks_for(plugin: PluginConfig) -> PodNetworks:
         return PodNetworks(
-            Path(plugin.data_dir) / "network", plugin.cni_path, plugin.cni_config_dir, plugin.default_network_subnet
+            Path(plugin.data_dir) / "network",
+            plugin.cni_path,
+            plugin.cni_config_dir,
+            plugin.default_network_subnet,
+            plugin.default_network_subnet6,
         )
 
     def _event(self, request: TaskRequest, message: str, details: dict[str, str]) -> None:

@@ -11,7 +11,10 @@ Modes: Nomad's group namespace (join it, no CNI of ours), ``host`` (the host's n
 ``none`` (the runtime gives the pod a namespace with only ``lo``), otherwise a namespace of ours
 (``rkt-<pod id>``) with each named CNI network on ``eth0``, ``eth1``, … in the job's order. Port
 mappings go to the first network whose plugins take ``portMappings`` (the default network's
-``portmap``); the pod's address is that network's first IPv4 address.
+``portmap``); the pod's address is that network's first IPv4 address, or its first IPv6 address
+when it has no IPv4 one (an IPv6-only network). A dual-stack pod's IPv6 address is kept beside it
+(``Attachment.ip6``, the pod's /etc/hosts). IPv6 is asked for by the plugin's
+``default_network_subnet6`` or by IPv6 ranges in a named conflist; the host is checked first.
 
 Teardown runs CNI DEL for each network, in reverse, with the very config used for ADD and while the
 namespace still exists (a DEL without it leaks the masquerade chains), then deletes the namespace
@@ -67,6 +70,7 @@ class Interface:
     network: str
     ifname: str
     ip: str
+    ip6: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,14 @@ class Attachment:
     hosts: str
     interfaces: tuple[Interface, ...] = ()
     forwards: tuple[PortForward, ...] = ()
+    ip6: str = ""  # the pod's IPv6 address beside ``ip`` ("" when none, or when ``ip`` is IPv6 itself)
 
 
-def _first_ipv4(result: dict[str, Any]) -> str:
+def _first_address(result: dict[str, Any], version: int) -> str:
     for entry in result.get("ips") or []:
-        address = str(entry.get("address", ""))
-        if "." in address:
-            return address.split("/")[0]
+        address = str(entry.get("address", "")).split("/")[0]
+        if address and (":" in address) == (version == 6):
+            return address
     return ""
 
 
@@ -112,11 +117,12 @@ def _check_free(forwards: Sequence[PortForward]) -> None:
 class PodNetworks:
     """The pod networks of one plugin config (its data dir, CNI path, conf dir and default subnet)."""
 
-    def __init__(self, root: Path, cni_path: tuple[str, ...], conf_dir: str, subnet: str) -> None:
+    def __init__(self, root: Path, cni_path: tuple[str, ...], conf_dir: str, subnet: str, subnet6: str = "") -> None:
         self.root = root
         self.cni_path = cni_path
         self.conf_dir = conf_dir
         self.subnet = subnet
+        self.subnet6 = subnet6
 
     def pod_dir(self, pod_id: str) -> Path:
         return self.root / "pods" / pod_id
@@ -135,7 +141,7 @@ class PodNetworks:
         """The CNI networks for a ``net`` list (InvalidConfig for unknown names or broken files)."""
         if nets in (("host",), ("none",)):
             return ()
-        return conflist.select(nets, self.conf_dir, self.subnet, str(self.ipam_dir()), where)
+        return conflist.select(nets, self.conf_dir, self.subnet, str(self.ipam_dir()), where, self.subnet6)
 
     def setup(self, request: NetworkRequest, where: str) -> Attachment:
         """Make the pod's network; on any failure everything made so far is removed again."""
@@ -147,6 +153,7 @@ class PodNetworks:
                 f"networks {', '.join(c.name for c in confs)} have no plugin that takes portMappings "
                 '(e.g. {"type": "portmap", "capabilities": {"portMappings": true}}), so ports cannot be forwarded',
             )
+        _check_ipv6(confs, request.forwards, where)
         directory = self.pod_dir(request.pod_id)
         if directory.exists():
             self.teardown(request.pod_id)  # a leftover of an earlier attempt with this pod id
@@ -183,7 +190,7 @@ class PodNetworks:
                     {"conf": conf.to_json(), "ifname": f"eth{index}", "runtime_config": runtime_config, "result": None}
                 )
             self._save(directory, state)  # before creating anything: teardown after a crash needs it
-            spec_netns = netns.create(name)
+            spec_netns = netns.create(name, ipv6=any(conflist.wants_ipv6(c) for c in confs))
             for entry in state["networks"]:
                 conf = conflist.NetworkConf.from_json(entry["conf"])
                 call = cni.Invocation(request.pod_id, spec_netns, entry["ifname"], self.cni_path)
@@ -192,16 +199,25 @@ class PodNetworks:
                 entry["result"] = cni.add_list(conf.name, conf.cni_version, conf.plugins, call, entry["runtime_config"])
                 self._save(directory, state)
         interfaces = tuple(
-            Interface(e["conf"]["name"], e["ifname"], _first_ipv4(e["result"] or {})) for e in state["networks"]
+            Interface(
+                e["conf"]["name"],
+                e["ifname"],
+                _first_address(e["result"] or {}, 4),
+                _first_address(e["result"] or {}, 6),
+            )
+            for e in state["networks"]
         )
-        address = next((i.ip for i, e in zip(interfaces, state["networks"], strict=True) if e["runtime_config"]), "")
-        address = address or next((i.ip for i in interfaces if i.ip), "")
-        resolv, hosts = self._write_files(request, directory, state["networks"], address)
+        # The address Nomad gets: the port-mapped network's (else the first network with one), IPv4 first.
+        ported = [i for i, e in zip(interfaces, state["networks"], strict=True) if e["runtime_config"]]
+        chosen = next((i for i in [*ported, *interfaces] if i.ip or i.ip6), None)
+        address = (chosen.ip or chosen.ip6) if chosen else ""
+        address6 = chosen.ip6 if chosen and chosen.ip else ""
+        resolv, hosts = self._write_files(request, directory, state["networks"], address, address6)
         self._save(directory, state)
-        return Attachment(spec_netns, address, str(resolv), str(hosts), interfaces, request.forwards)
+        return Attachment(spec_netns, address, str(resolv), str(hosts), interfaces, request.forwards, address6)
 
     def _write_files(
-        self, request: NetworkRequest, directory: Path, networks: list[dict[str, Any]], address: str
+        self, request: NetworkRequest, directory: Path, networks: list[dict[str, Any]], address: str, address6: str
     ) -> tuple[Path, Path]:
         cni_servers: list[str] = []
         for entry in networks:
@@ -213,7 +229,7 @@ class PodNetworks:
         resolv = directory / "resolv.conf"
         resolv.write_text(dns.resolv_conf(request.dns, request.nomad_dns, cni_servers, host_text))
         hosts = directory / "hosts"
-        hosts.write_text(dns.hosts(request.hostname, address, request.extra_hosts))
+        hosts.write_text(dns.hosts(request.hostname, address, request.extra_hosts, address6))
         for path in (resolv, hosts):
             path.chmod(0o644)
         return resolv, hosts
@@ -263,3 +279,35 @@ class PodNetworks:
 
 def _takes_ports(conf: conflist.NetworkConf) -> bool:
     return any(isinstance(p.get("capabilities"), dict) and p["capabilities"].get("portMappings") for p in conf.plugins)
+
+
+def _check_ipv6(confs: tuple[conflist.NetworkConf, ...], forwards: Sequence[PortForward], where: str) -> None:
+    """IPv6 host ports need an IPv6 pod network; IPv6 networks need a host with IPv6 (checked before anything)."""
+    ported = next((c for c in confs if _takes_ports(c)), None)
+    for fwd in forwards:
+        if ported is not None and ":" in fwd.host_ip and not conflist.wants_ipv6(ported):
+            fix = (
+                'set default_network_subnet6 (e.g. "fd52:6b74::/64") in the plugin config'
+                if ported.source == "builtin"
+                else f"give it an IPv6 range in {ported.source}"
+            )
+            raise InvalidConfig(
+                where,
+                "net",
+                f'port "{fwd.label}" is on the IPv6 host address {fwd.host_ip}, but network "{ported.name}" gives '
+                f"pods no IPv6 address to forward it to; {fix}, or give the port an IPv4 host_network",
+            )
+    wanting = [c for c in confs if conflist.wants_ipv6(c)]
+    if not wanting:
+        return
+    problem = netns.ipv6_problem()
+    if not problem:
+        return
+    conf = wanting[0]
+    if conf.source == "builtin":
+        asked = "the plugin config's default_network_subnet6 gives the default network IPv6"
+        fix = 'enable IPv6 on the host, or set default_network_subnet6 = "" for IPv4-only pods'
+    else:
+        asked = f'network "{conf.name}" ({conf.source}) has IPv6 ranges'
+        fix = "enable IPv6 on the host, or remove the IPv6 ranges from that file"
+    raise FailedPrecondition(f"{asked}, but {problem}; {fix}")

@@ -2,8 +2,10 @@
 
 * ``default`` is rkt's: ``ptp`` with ``ipMasq`` and ``host-local`` IPAM on a configurable subnet
   (rkt's ``172.16.28.0/24`` by default) with a default route, followed by ``portmap`` for port
-  forwarding. A file in the conf dir whose network is named ``default`` replaces it (rkt lets
-  user confs override builtins of the same name).
+  forwarding. With an IPv6 subnet too (plugin option ``default_network_subnet6``) host-local gets
+  two ranges, one per family, and a ``::/0`` route: the pod is dual-stack. A file in the conf dir
+  whose network is named ``default`` replaces it (rkt lets user confs override builtins of the
+  same name).
 * Named networks come from ``<conf dir>/*.conflist`` (and single-plugin ``*.conf``) files, keyed
   by their ``name`` field. An unknown name is an error listing the known ones; a file that does not
   parse is an error naming the file, when the job asks for it (or asks for a name no good file has).
@@ -41,19 +43,20 @@ class NetworkConf:
         return cls(str(data["name"]), str(data["cniVersion"]), tuple(data["plugins"]), str(data.get("source", "")))
 
 
-def default_network(subnet: str, ipam_dir: str) -> NetworkConf:
-    """rkt's default network: ptp + host-local (leases under ``ipam_dir``) + ipMasq, then portmap."""
-    ipaddress.ip_network(subnet)  # validated by the plugin config already; fail loudly if not
-    ptp = {
-        "type": "ptp",
-        "ipMasq": True,
-        "ipam": {
+def default_network(subnet: str, ipam_dir: str, subnet6: str = "") -> NetworkConf:
+    """rkt's default network: ptp + host-local (leases under ``ipam_dir``) + ipMasq, then portmap;
+    dual-stack when ``subnet6`` is given."""
+    ipaddress.IPv4Network(subnet)  # validated by the plugin config already; fail loudly if not
+    ipam: dict[str, Any] = {"type": "host-local", "subnet": subnet, "routes": [{"dst": "0.0.0.0/0"}]}
+    if subnet6:
+        ipaddress.IPv6Network(subnet6)
+        ipam = {
             "type": "host-local",
-            "subnet": subnet,
-            "routes": [{"dst": "0.0.0.0/0"}],
-            "dataDir": ipam_dir,
-        },
-    }
+            "ranges": [[{"subnet": subnet}], [{"subnet": subnet6}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+        }
+    ipam["dataDir"] = ipam_dir
+    ptp = {"type": "ptp", "ipMasq": True, "ipam": ipam}
     portmap = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
     return NetworkConf(DEFAULT_NETWORK, CNI_VERSION, (ptp, portmap), "builtin")
 
@@ -113,7 +116,31 @@ def scan(conf_dir: str) -> ConfDir:
     return ConfDir(networks, broken)
 
 
-def select(names: tuple[str, ...], conf_dir: str, subnet: str, ipam_dir: str, where: str) -> tuple[NetworkConf, ...]:
+def _v6_text(value: object) -> bool:
+    if not isinstance(value, str) or ":" not in value:
+        return False
+    try:
+        return ipaddress.ip_interface(value).version == 6
+    except ValueError:
+        return False
+
+
+def _mentions_v6(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(_mentions_v6(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions_v6(v) for v in value)
+    return _v6_text(value)
+
+
+def wants_ipv6(conf: NetworkConf) -> bool:
+    """Whether a network gives pods IPv6: an IPv6 subnet, range, address or route in a plugin's IPAM."""
+    return any(_mentions_v6(p.get("ipam")) for p in conf.plugins)
+
+
+def select(
+    names: tuple[str, ...], conf_dir: str, subnet: str, ipam_dir: str, where: str, subnet6: str = ""
+) -> tuple[NetworkConf, ...]:
     """The networks a job names, in its order; InvalidConfig for unknown names or broken files."""
     found = scan(conf_dir)
     chosen: list[NetworkConf] = []
@@ -123,7 +150,7 @@ def select(names: tuple[str, ...], conf_dir: str, subnet: str, ipam_dir: str, wh
                 raise InvalidConfig(where, "net", f'network "{name}": {path} is not a usable CNI conflist: {problem}')
         conf = found.networks.get(name)
         if conf is None and name == DEFAULT_NETWORK:
-            conf = default_network(subnet, ipam_dir)
+            conf = default_network(subnet, ipam_dir, subnet6)
         if conf is None:
             known = sorted({DEFAULT_NETWORK, "host", "none", *found.networks})
             problem = f'network "{name}" is not known; known networks: {", ".join(known)} (CNI confs in {conf_dir})'

@@ -4,7 +4,8 @@ resolv.conf, in order of precedence: the task's ``dns_servers`` (IPs, or the sin
 ``host`` = the host's file, or ``none`` = an empty file); else Nomad's TaskConfig DNS when it
 gives servers; else DNS servers a CNI network returned; else the host's file. ``dns_search_domains``
 and ``dns_options`` replace those lines. hosts: localhost lines, the pod's host name on its IP
-(127.0.1.1 without one) and ``extra_hosts`` entries ``"name:ip"``.
+(127.0.1.1 without one) and on its IPv6 address when it has one (with the usual ``ip6-*`` names
+then), and ``extra_hosts`` entries ``"name:ip"``.
 """
 
 from __future__ import annotations
@@ -54,9 +55,16 @@ def resolv_conf(job: DnsConfig, nomad: DnsConfig | None, cni_servers: Sequence[s
     return "\n".join(out) + "\n" if out else ""
 
 
-def hosts(hostname: str, ip: str, extra_hosts: Sequence[str]) -> str:
-    """The pod's /etc/hosts text."""
+IP6_NAMES = ("fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters")
+
+
+def hosts(hostname: str, ip: str, extra_hosts: Sequence[str], ip6: str = "") -> str:
+    """The pod's /etc/hosts text (``ip`` may itself be IPv6 for an IPv6-only pod)."""
     out = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", f"{ip or '127.0.1.1'}\t{hostname}"]
+    if ip6 and ip6 != ip:
+        out.append(f"{ip6}\t{hostname}")
+    if ip6 or ":" in ip:
+        out.extend(IP6_NAMES)
     for entry in extra_hosts:
         name, ip_text = split_extra_host(entry)
         out.append(f"{ip_text}\t{name}")

@@ -25,6 +25,7 @@ from tests.protocol.plugin import Plugin, launch, nomad_env
 
 CNI_PATH = "/usr/lib/cni"
 CNI_HINT = "apt-get install containernetworking-plugins iptables iproute2"
+HOST_LINK_PREFIX = "rkt6t"  # veth pairs the IPv6 tests give a host IPv6 address (test_ipv6.py)
 
 
 def _run(*cmd: str) -> str:
@@ -32,22 +33,25 @@ def _run(*cmd: str) -> str:
 
 
 def host_network_things() -> set[str]:
-    """Namespaces of ours, veths, per-pod nat chains (portmap's shared CNI-HOSTPORT-* may stay)."""
+    """Namespaces of ours, veths (the IPv6 tests' host links too), per-pod nat chains of iptables and
+    ip6tables (portmap's shared CNI-HOSTPORT-* may stay)."""
     things = {f"netns {n.split()[0]}" for n in _run("ip", "netns", "list").splitlines() if n.startswith("rkt-")}
     things |= {
         f"veth {line.split(':')[1].strip()}" for line in _run("ip", "-o", "link", "show", "type", "veth").splitlines()
     }
-    for line in _run("iptables", "-t", "nat", "-S").splitlines():
-        if (
-            line.startswith("-N ")
-            and (line[3:].startswith(("CNI-", "RKT")))
-            and not line[3:].startswith("CNI-HOSTPORT-")
-        ):
-            things.add(f"chain {line[3:]}")
+    for tool in ("iptables", "ip6tables"):
+        for line in _run(tool, "-t", "nat", "-S").splitlines():
+            if (
+                line.startswith("-N ")
+                and (line[3:].startswith(("CNI-", "RKT")))
+                and not line[3:].startswith("CNI-HOSTPORT-")
+            ):
+                things.add(f"{tool} chain {line[3:]}")
     return things
 
 
 def leases(data_dir: Path) -> list[str]:
+    """host-local's lease files (one per address, IPv4 and IPv6 alike) under the data dir."""
     ipam = data_dir / "network" / "ipam"
     if not ipam.is_dir():
         return []
@@ -65,7 +69,7 @@ class Env:
 
 @pytest.fixture(scope="session", autouse=True)
 def tools() -> None:
-    for tool in ("ip", "iptables", "runc", "conmon"):
+    for tool in ("ip", "iptables", "ip6tables", "runc", "conmon"):
         if subprocess.run(["which", tool], capture_output=True, check=False).returncode:
             pytest.fail(f"{tool} is not installed: {CNI_HINT}, runc, conmon")
     for plugin in ("ptp", "host-local", "portmap", "loopback"):
