@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
@@ -17,6 +17,9 @@ from nomad_rkt_driver.cli.plugin_client import PluginProcess
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.driver.driver import plugin_version
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+
+if TYPE_CHECKING:
+    from nomad_rkt_driver.cli.variables import VarInputs
 
 HEALTH = {0: "undetected", 1: "unhealthy", 2: "healthy"}
 
@@ -45,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help='HCL file with the plugin "rkt" block (default: ./plugin.hcl when it exists)',
     )
+    _variable_flags(run)
     for name, text in (("list", "pods on this host"), ("status", "one pod on this host")):
         cmd = sub.add_parser(name, help=text)
         if name == "status":
@@ -75,7 +79,37 @@ def _parser() -> argparse.ArgumentParser:
     trust_add.add_argument("--plugin-config", type=Path, default=None)
     validate = sub.add_parser("validate", help="check the rkt task configs of job files against the driver's schema")
     validate.add_argument("jobfiles", type=Path, nargs="+")
+    _variable_flags(validate)
     return parser
+
+
+def _variable_flags(cmd: argparse.ArgumentParser) -> None:
+    """HCL2 input variables as `nomad job run` takes them (-var and --var both work)."""
+    cmd.add_argument(
+        "-var",
+        "--var",
+        dest="vars",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a job variable; repeatable, the last wins; lists and maps in HCL syntax",
+    )
+    cmd.add_argument(
+        "-var-file",
+        "--var-file",
+        dest="var_files",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="HCL (or .json) file of NAME = VALUE; repeatable, later files win, -var wins over files",
+    )
+
+
+def _var_inputs(opts: argparse.Namespace) -> VarInputs:
+    from nomad_rkt_driver.cli.variables import VarInputs
+
+    return VarInputs(tuple(opts.vars), tuple(opts.var_files))
 
 
 def dispatch(args: list[str]) -> int:
@@ -86,9 +120,9 @@ def dispatch(args: list[str]) -> int:
     if opts.command == "fingerprint":
         return _fingerprint(opts.plugin_config, opts.json)
     if opts.command == "run":
-        return _run(opts.jobfile, opts.plugin_config)
+        return _run(opts.jobfile, opts.plugin_config, _var_inputs(opts))
     if opts.command == "validate":
-        return _validate(opts.jobfiles)
+        return _validate(opts.jobfiles, _var_inputs(opts))
     return _operate(opts)
 
 
@@ -117,7 +151,7 @@ def _operate(opts: argparse.Namespace) -> int:
     return 2
 
 
-def _run(jobfile: Path, plugin_config: Path | None) -> int:
+def _run(jobfile: Path, plugin_config: Path | None, inputs: VarInputs) -> int:
     from nomad_rkt_driver.cli.env import InterpolationError
     from nomad_rkt_driver.cli.jobfile import JobFileError, load_job
     from nomad_rkt_driver.cli.ports import PortError
@@ -127,13 +161,13 @@ def _run(jobfile: Path, plugin_config: Path | None) -> int:
     if plugin_config is None and Path("plugin.hcl").is_file():
         plugin_config = Path("plugin.hcl")
     try:
-        return run_job(load_job(jobfile), jobfile, plugin_config)
+        return run_job(load_job(jobfile, inputs), jobfile, plugin_config)
     except (OSError, JobFileError, PortError, InterpolationError, DriverError) as exc:
         print(f"nomad-rkt-driver: {exc}", file=sys.stderr)
         return 1
 
 
-def _validate(jobfiles: list[Path]) -> int:
+def _validate(jobfiles: list[Path], inputs: VarInputs) -> int:
     from nomad_rkt_driver.cli.jobfile import JobFileError, rkt_tasks
     from nomad_rkt_driver.config.decode import decode_msgpack
     from nomad_rkt_driver.config.task import TaskConfig
@@ -142,7 +176,7 @@ def _validate(jobfiles: list[Path]) -> int:
     failed = 0
     for path in jobfiles:
         try:
-            tasks = rkt_tasks(path)
+            tasks = rkt_tasks(path, inputs)
             for task in tasks:
                 decode_msgpack(TaskConfig, encode_like_nomad(TaskConfig, task.config), f'{path}: task "{task.task}"')
         except (OSError, JobFileError, InvalidConfig) as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nomad_rkt_driver.cli.hclfile import load_hcl, single
+from nomad_rkt_driver.cli.variables import VariableError, VarInputs, apply
 from nomad_rkt_driver.config.durations import Duration
 
 
@@ -121,9 +122,13 @@ def _task(name: str, body: dict[str, Any], where: str, restart: Restart) -> Task
     )
 
 
-def load_job(path: Path) -> JobSpec:
-    """The one job in ``path``; raises JobFileError (or the HCL parser's error) when unusable."""
-    data = load_hcl(path)
+def load_job(path: Path, inputs: VarInputs | None = None) -> JobSpec:
+    """The one job in ``path`` with its input variables evaluated (``inputs``: -var, -var-file,
+    NOMAD_VAR_*); raises JobFileError (or the HCL parser's error) when unusable."""
+    try:
+        data = apply(load_hcl(path), str(path), inputs)
+    except VariableError as exc:
+        raise JobFileError(str(exc)) from None
     jobs = _labelled(data.get("job"))
     if len(jobs) != 1:
         raise JobFileError(f"{path}: expected exactly one job block, found {len(jobs)}")
@@ -142,9 +147,9 @@ def load_job(path: Path) -> JobSpec:
     return JobSpec(job_name, str(job.get("type", "service")), tuple(groups), meta)
 
 
-def rkt_tasks(path: Path) -> list[RktTask]:
+def rkt_tasks(path: Path, inputs: VarInputs | None = None) -> list[RktTask]:
     """Every task with ``driver = "rkt"`` in the job file, with its ``config {}`` body."""
-    job = load_job(path)
+    job = load_job(path, inputs)
     return [
         RktTask(job.name, group.name, task.name, task.config)
         for group in job.groups

@@ -23,6 +23,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration as DurationProto
 
 from nomad_rkt_driver.cli.env import interpolate, task_env
+from nomad_rkt_driver.cli.events import EventPrinter, EventWatcher
 from nomad_rkt_driver.cli.hclfile import encode_like_nomad, plugin_block
 from nomad_rkt_driver.cli.jobfile import GroupSpec, JobSpec, TaskSpec
 from nomad_rkt_driver.cli.logmon import LogMon
@@ -147,8 +148,11 @@ class Runner:
     def start(self, plugin: PluginProcess, task: RunningTask, ports: tuple[Allocated, ...]) -> None:
         config = self._task_config(task, ports)
         self._start_logs(task, config)
-        plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=config))
+        task.task_id = ""  # a restart's previous pod is destroyed already
+        response = plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=config))
         task.task_id = config.id
+        address = response.network_override.addr
+        self.say(f"{task.spec.name}: started" + (f", pod address {address}" if address else ""))
         task.done.clear()
         threading.Thread(target=self._wait, args=(plugin, task), daemon=True).start()
 
@@ -181,6 +185,11 @@ class Runner:
                 ),
             )
         )
+
+    def watch_events(self, plugin: PluginProcess) -> EventWatcher:
+        """Show this allocation's task events (pull progress, OOM kills, warnings) as they come."""
+        stream = plugin.driver.TaskEvents(driver_pb2.TaskEventsRequest())
+        return EventWatcher(stream, EventPrinter(self.alloc_id, self.say))
 
     def cleanup(self, tasks: list[RunningTask]) -> None:
         for task in tasks:
@@ -229,6 +238,22 @@ def supervise(
     return next((c for c in codes if c != 0), 0)
 
 
+def _start_and_supervise(
+    runner: Runner,
+    plugin: PluginProcess,
+    tasks: list[RunningTask],
+    groups: list[GroupSpec],
+    ports: dict[str, tuple[Allocated, ...]],
+) -> int:
+    for task in tasks:
+        runner.say(f"{task.spec.name}: starting {task.config['image']}")
+        runner.start(plugin, task, ports[task.group.name])
+    for group in groups:
+        for port in ports[group.name]:
+            runner.say(f"{group.name}: port {port.label} -> http://{port.host_ip}:{port.value}/")
+    return supervise(runner, plugin, tasks, ports)
+
+
 def run_job(job: JobSpec, job_path: Path, plugin_config: Path | None) -> int:
     """Run ``job``; the process exit code (the first failing task's code for batch jobs)."""
     from nomad_rkt_driver.cli.ports import allocate
@@ -246,17 +271,15 @@ def run_job(job: JobSpec, job_path: Path, plugin_config: Path | None) -> int:
     try:
         with PluginProcess() as plugin:
             runner.set_config(plugin)
-            for task in tasks:
-                runner.say(f"{task.spec.name}: starting {task.config['image']}")
-                runner.start(plugin, task, ports[task.group.name])
-            for group in groups:
-                for port in ports[group.name]:
-                    runner.say(f"{group.name}: port {port.label} -> http://{port.host_ip}:{port.value}/")
-            code = supervise(runner, plugin, tasks, ports)
-            if runner.stopping.is_set():
-                runner.say("stopping: each task gets its kill_signal, then SIGKILL after its kill_timeout")
-            for task in tasks:
-                runner.stop(plugin, task)
+            watcher = runner.watch_events(plugin)
+            try:
+                code = _start_and_supervise(runner, plugin, tasks, groups, ports)
+                if runner.stopping.is_set():
+                    runner.say("stopping: each task gets its kill_signal, then SIGKILL after its kill_timeout")
+            finally:
+                for task in tasks:  # also the ones started before another failed to start
+                    runner.stop(plugin, task)
+                watcher.stop()
             runner.say(f"job {job.name}: all tasks stopped and cleaned up")
             return code
     except grpc.RpcError as exc:

@@ -152,7 +152,16 @@ class TaskManager:
                 request.name,
                 time.time(),
                 message,
-                {"image": cfg.image, "percent": f"{p.percent:.0f}"},
+                {
+                    "image": cfg.image,
+                    "percent": f"{p.percent:.0f}",
+                    "layers_done": str(p.layers_done),
+                    "layers_total": str(p.layers_total),
+                    "bytes_done": str(p.bytes_done),
+                    "bytes_total": str(p.bytes_total),
+                    "rate_bytes_per_s": f"{p.rate_bytes_per_s:.0f}",
+                    "done": "true" if p.done else "false",
+                },
             )
             loop.call_soon_threadsafe(self._events.publish, event)
 

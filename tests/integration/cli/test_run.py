@@ -3,47 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.imagebuild import Layer, build_image, busybox_layer
+from tests.registryserver import FaultProxy, RegistryServer
 
-from tests.integration.driver.conftest import leftovers
-
-CLI = str(Path(sys.executable).parent / "nomad-rkt-driver")
-ROOT = Path(__file__).resolve().parents[3]
-CGROUP_PARENT = f"/nomad-rkt-runner-test-{os.getpid()}"
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example jobs' image, built by the project's own script with umoci."""
-    base = tmp_path_factory.mktemp("jobs")
-    subprocess.run(
-        [str(ROOT / "scripts" / "build-demo-images.sh"), str(base / "images" / "busybox")],
-        check=True,
-        capture_output=True,
-    )
-    return base
-
-
-@pytest.fixture
-def workdir(images: Path, tmp_path: Path) -> Iterator[Path]:
-    (tmp_path / "images").symlink_to(images / "images")
-    data = tmp_path / "data"
-    (tmp_path / "plugin.hcl").write_text(
-        f'plugin "rkt" {{\n  config {{\n    data_dir = "{data}"\n    cgroup_parent = "{CGROUP_PARENT}"\n  }}\n}}\n'
-    )
-    yield tmp_path
-    assert leftovers(data) == []
-    allocs = data / "allocs"
-    assert not allocs.exists() or not any(allocs.iterdir()), "the runner left an alloc dir"
-    for directory in Path("/sys/fs/cgroup").glob(f"*{CGROUP_PARENT}"):
-        directory.rmdir()
+from .conftest import CLI, ROOT, run, start_runner
 
 
 def job(path: Path, task_config: str, *, kind: str = "batch", extra: str = "") -> Path:
@@ -64,29 +33,6 @@ def job(path: Path, task_config: str, *, kind: str = "batch", extra: str = "") -
 }}
 ''')
     return path
-
-
-def start_runner(workdir: Path, jobfile: Path) -> subprocess.Popen[str]:
-    """`nomad-rkt-driver run` in the background, its output readable line by line."""
-    return subprocess.Popen(
-        [CLI, "run", str(jobfile), "--plugin-config", str(workdir / "plugin.hcl")],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def run(workdir: Path, jobfile: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, "run", str(jobfile), "--plugin-config", str(workdir / "plugin.hcl")],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_batch_job_prints_and_succeeds(workdir: Path) -> None:
@@ -190,3 +136,63 @@ def test_web_job_serves_its_page_through_the_dynamic_port(workdir: Path) -> None
             proc.kill()
             proc.communicate()
     assert _host_network_objects() - before == set(), "the web job left a netns or iptables chain behind"
+
+
+def test_variables_from_flags_files_and_env(workdir: Path) -> None:
+    args = 'args = ["${var.greeting} x${var.times} from ${NOMAD_TASK_NAME}"]'
+    body = job(workdir / "body.hcl", f'command = "/bin/echo"\n{args}').read_text()
+    jobfile = workdir / "vars.nomad.hcl"
+    jobfile.write_text(
+        'variable "greeting" {\n  type = string\n}\nvariable "times" {\n  type = number\n  default = 1\n}\n' + body
+    )
+    missing = run(workdir, jobfile)
+    assert missing.returncode == 1 and 'variable "greeting" has no value' in missing.stderr
+    assert "-var 'greeting=VALUE'" in missing.stderr
+    unknown = run(workdir, jobfile, "-var", "greeting=hi", "-var", "greting=typo")
+    assert unknown.returncode == 1 and 'undefined variable: "greting"' in unknown.stderr
+    (workdir / "values.hcl").write_text('greeting = "from the file"\ntimes = 2\n')
+    env = dict(os.environ, NOMAD_VAR_greeting="from env", NOMAD_VAR_times="5")
+    done = run(workdir, jobfile, "-var-file", "values.hcl", "-var=times=3", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "t | from the file x3 from t" in done.stdout
+    validated = subprocess.run(
+        [CLI, "validate", str(jobfile), "--var", "greeting=hi"], capture_output=True, text=True, timeout=60
+    )
+    assert validated.returncode == 0 and "vars.nomad.hcl: ok" in validated.stdout
+
+
+PROGRESS = re.compile(
+    r"^t: pulling (?P<image>\S+): (?P<done>\d+)/(?P<total>\d+) layers, [\d.]+/[\d.]+ MB, [\d.]+ MB/s$"
+)
+
+
+def test_pull_progress_from_a_registry_is_shown_throttled_and_whole(workdir: Path) -> None:
+    registry = RegistryServer(workdir / "registry", "plain").start()
+    proxy = FaultProxy(registry.port)
+    try:
+        layers = [busybox_layer(), Layer().file("srv/blob", os.urandom(4 * 1024 * 1024))]
+        registry.push(f"oci:{build_image(workdir / 'layout', layers, tag='v1').layout}:v1", "team/big:v1")
+        proxy.throttle_bytes_per_s = 1.5 * 1024 * 1024  # a 4 MB layer takes about 3 s
+        image = f"{proxy.host}/team/big:v1"
+        jobfile = job(workdir / "j.hcl", 'command = "/bin/echo"\nargs = ["pulled and ran"]')
+        jobfile.write_text(
+            jobfile.read_text()
+            .replace('"oci:images/busybox:1"', f'"{image}"')
+            .replace('["image"]', '["image", "http"]')
+        )
+        started = time.monotonic()
+        done = run(workdir, jobfile)
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.close()
+        registry.close()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    pulling = [line for line in lines if line.startswith("t: pulling ")]
+    assert all(PROGRESS.match(line) for line in pulling), pulling  # whole lines, never mixed with logs
+    assert len(pulling) >= 2, done.stdout  # the first one and at least one while the big layer comes
+    assert len(pulling) <= elapsed + 2, "progress is not throttled to about one line a second"
+    pulled = [i for i, line in enumerate(lines) if line.startswith(f"t: pulled {image}: 2 layers, ")]
+    assert len(pulled) == 1, done.stdout
+    assert lines.index(pulling[0]) < pulled[0] < lines.index("t: started") < lines.index("t | pulled and ran")
+    assert "\r" not in done.stdout
