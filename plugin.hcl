@@ -104,6 +104,11 @@ plugin "rkt" {
     # (Docker/OCI).
     trust_dir = "/etc/nomad-rkt-driver/trustedkeys"
 
+    # A PEM file of CA certificates trusted, in addition to the system CAs, for HTTPS to
+    # registries, ACI URLs and appc discovery (e.g. a private CA). insecure_options = ["tls"]
+    # still skips verification.
+    # tls_ca_file = <string>   (no default)
+
     # A pull fails (and Nomad retries) when no bytes arrived for this long.
     pull_activity_timeout = "2m"
   }

@@ -53,8 +53,8 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run([need("openssl", "openssl"), *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA (ca.crt) and a server key/cert for IP 127.0.0.1 signed by it; returns (ca, cert, key)."""
+def make_tls_files(directory: Path, san: str = "IP:127.0.0.1") -> tuple[Path, Path, Path]:
+    """A CA (ca.crt) and a server key/cert for ``san`` (default IP 127.0.0.1) signed by it; returns (ca, cert, key)."""
     directory.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
              "-subj", "/CN=nomad-rkt-driver test CA", "-addext", "basicConstraints=critical,CA:TRUE",
@@ -62,7 +62,7 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
              "-subj", "/CN=127.0.0.1", cwd=directory)  # fmt: skip
     (directory / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        f"subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
         "keyUsage=digitalSignature,keyEncipherment\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
     )
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",

@@ -248,6 +248,12 @@ class PluginConfig:
         "named by fingerprint (ACI) and sigstore public keys as <name>.pub PEM files (Docker/OCI).",
         validate=_absolute_dir,
     )
+    tls_ca_file: str | None = setting(
+        None,
+        "A PEM file of CA certificates trusted, in addition to the system CAs, for HTTPS to registries, "
+        'ACI URLs and appc discovery (e.g. a private CA). insecure_options = ["tls"] still skips verification.',
+        validate=_absolute_dir,
+    )
     pull_activity_timeout: Duration = setting(
         Duration(120.0),
         "A pull fails (and Nomad retries) when no bytes arrived for this long.",

@@ -1,9 +1,7 @@
 """ACI-style trust: rkt's keystore layout and detached OpenPGP signatures made by a real gpg."""
 
 import os
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,75 +9,18 @@ import pytest
 from nomad_rkt_driver.errors import InvalidArgument
 from nomad_rkt_driver.images.gpg import SignatureError, fingerprint_of, verify_detached
 from nomad_rkt_driver.images.keystore import Keystore
-
-
-@dataclass
-class Signer:
-    home: Path
-    fingerprint: str
-    armored: bytes
-
-    def sign(self, data: Path) -> bytes:
-        out = data.with_suffix(data.suffix + ".asc")
-        subprocess.run(
-            [
-                "gpg",
-                "--homedir",
-                str(self.home),
-                "--batch",
-                "--yes",
-                "--armor",
-                "--local-user",
-                self.fingerprint,
-                "--output",
-                str(out),
-                "--detach-sign",
-                str(data),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return out.read_bytes()
-
-
-def make_signer(tmp_path: Path, name: str) -> Signer:
-    home = tmp_path / f"gnupg-{name}"
-    home.mkdir(mode=0o700)
-    subprocess.run(
-        [
-            "gpg",
-            "--homedir",
-            str(home),
-            "--batch",
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            f"{name} <{name}@example.com>",
-            "ed25519",
-            "sign",
-            "never",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    listing = subprocess.run(
-        ["gpg", "--homedir", str(home), "--with-colons", "--list-keys"], check=True, capture_output=True, text=True
-    ).stdout
-    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")).lower()
-    armored = subprocess.run(
-        ["gpg", "--homedir", str(home), "--armor", "--export", fingerprint], check=True, capture_output=True
-    ).stdout
-    return Signer(home, fingerprint, armored)
+from tests.acibuild import Signer, make_signer
 
 
 @pytest.fixture(scope="module")
 def signers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Signer, Signer]]:
     base = tmp_path_factory.mktemp("signers")
+    made = make_signer(base, "trusted"), make_signer(base, "stranger")
     try:
-        yield make_signer(base, "trusted"), make_signer(base, "stranger")
+        yield made
     finally:
-        for home in base.glob("gnupg-*"):  # key generation and signing start a gpg-agent per home
-            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True)
+        for signer in made:  # key generation and signing start a gpg-agent per home
+            signer.close()
 
 
 @pytest.fixture
@@ -103,12 +44,12 @@ def test_signature_matrix(signers: tuple[Signer, Signer], image: Path, tmp_path:
     keys = [k.armored for k in store.keys_for("example.com/app")]
 
     # signed by a trusted key: accepted, and the signer is named
-    assert verify_detached(image, trusted.sign(image), keys, "example.com/app") == trusted.fingerprint
+    assert verify_detached(image, trusted.sign(image).read_bytes(), keys, "example.com/app") == trusted.fingerprint
     # signed by a key nobody trusted
     with pytest.raises(SignatureError, match="signature made by unknown entity"):
-        verify_detached(image, stranger.sign(image), keys, "example.com/app")
+        verify_detached(image, stranger.sign(image).read_bytes(), keys, "example.com/app")
     # tampered after signing
-    signature = trusted.sign(image)
+    signature = trusted.sign(image).read_bytes()
     image.write_bytes(image.read_bytes()[:-1] + b"\x00")
     with pytest.raises(SignatureError, match="does not match its signature"):
         verify_detached(image, signature, keys, "example.com/app")
@@ -119,7 +60,7 @@ def test_signature_matrix(signers: tuple[Signer, Signer], image: Path, tmp_path:
         )
     # no trusted keys at all
     with pytest.raises(SignatureError, match='insecure_options = \\["image"\\]'):
-        verify_detached(image, trusted.sign(image), [], "example.com/app")
+        verify_detached(image, trusted.sign(image).read_bytes(), [], "example.com/app")
 
 
 def test_prefix_walk_and_root_keys(signers: tuple[Signer, Signer], tmp_path: Path) -> None:
