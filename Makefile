@@ -22,6 +22,7 @@ bench: setup
 	.venv/bin/python bench/handshake/run.py
 	.venv/bin/python bench/pods/run.py
 	.venv/bin/python bench/pull/run.py
+	.venv/bin/python bench/network/run.py
 
 proto:
 	PATH="$(CURDIR)/.venv/bin:$$PATH" scripts/genproto.sh

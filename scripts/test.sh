@@ -28,3 +28,4 @@ step "benchmark smoke runs (report ratios, fail only if something fails or is le
 python bench/handshake/run.py --quick
 python bench/pods/run.py --quick
 python bench/pull/run.py --quick
+python bench/network/run.py --quick
