@@ -97,6 +97,10 @@ plugin "rkt" {
       image = true
       # How long an unused image is kept (a restart reuses it).
       image_delay = "3m"
+      # Disk budget of the image store, e.g. "10GiB" or "500GB" (IEC or SI units): after a pull
+      # and after image GC, the least recently used images no task uses are removed until the
+      # store fits. Unset: no budget.
+      # image_store_max = <string>   (no default)
     }
 
     # Trusted image-signing keys, rkt's layout: root.d/ and prefix.d/<image name prefix>/ holding

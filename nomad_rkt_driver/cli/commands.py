@@ -62,7 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     image_list.add_argument("--json", action="store_true")
     image_rm = image.add_parser("rm", help="remove a stored image no pod uses")
     image_rm.add_argument("name")
-    for cmd in (image_list, image_rm):
+    image_gc = image.add_parser("gc", help="remove every stored image no pod uses now, and say what it freed")
+    image_gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
+    image_gc.add_argument(
+        "--to-budget",
+        action="store_true",
+        help="remove only least recently used images until the store fits gc.image_store_max",
+    )
+    for cmd in (image_list, image_rm, image_gc):
         cmd.add_argument("--plugin-config", type=Path, default=None)
     fetch = sub.add_parser("fetch", help="fetch, verify and unpack an image into the store as StartTask would")
     fetch.add_argument("image")
@@ -143,6 +150,8 @@ def _operate(opts: argparse.Namespace) -> int:
         return operator.images_list(config, opts.json)
     if opts.command == "image" and opts.image_command == "rm":
         return operator.image_rm(config, opts.name)
+    if opts.command == "image" and opts.image_command == "gc":
+        return operator.image_gc(config, dry_run=opts.dry_run, to_budget=opts.to_budget)
     if opts.command == "fetch":
         options = [o.strip() for o in opts.insecure_options.split(",") if o.strip()]
         return operator.fetch(config, opts.image, options)

@@ -1,5 +1,5 @@
 """Operator commands for what runs on this host, whoever started it (a Nomad agent or `run`):
-pods (`list`, `status`), images (`image list`, `image rm`, `fetch`) and trust (`trust add`).
+pods (`list`, `status`), images (`image list`, `image rm`, `image gc`, `fetch`) and trust (`trust add`).
 They read the driver's data dir directly; the tables are for people, --json for scripts."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from nomad_rkt_driver.cli.hclfile import encode_like_nomad, plugin_block
 from nomad_rkt_driver.config.decode import decode_msgpack
 from nomad_rkt_driver.config.plugin import WHERE, PluginConfig
+from nomad_rkt_driver.config.sizes import format_size
 from nomad_rkt_driver.errors import DriverError, NotFound
 
 
@@ -115,63 +116,91 @@ def _store(config: PluginConfig) -> Any:
 
 
 def images_list(config: PluginConfig, as_json: bool) -> int:
-    records = _store(config).list_images()
+    from nomad_rkt_driver.images import gc as imagegc
+
+    store = _store(config)
+    records = store.list_images()
+    measured = imagegc.usage(store)
+    used = {i.name: i.last_used for i in measured.images}
+    rows = [
+        {
+            "name": r.name,
+            "manifest": r.manifest_digest,
+            "layers": len(r.layers),
+            "size": sum(layer.size for layer in r.layers),
+            "pulled_at": r.pulled_at,
+            "disk_bytes": measured.size(r.name),
+            "unique_bytes": measured.unique(r.name),
+            "last_used": used.get(r.name),
+            "in_use": measured.busy.get(r.name),
+        }
+        for r in records
+    ]
     if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": r.name,
-                        "manifest": r.manifest_digest,
-                        "layers": len(r.layers),
-                        "size": sum(layer.size for layer in r.layers),
-                        "pulled_at": r.pulled_at,
-                    }
-                    for r in records
-                ],
-                indent=2,
-            )
-        )
+        print(json.dumps(rows, indent=2))
         return 0
     print(
         _table(
             [
                 [
-                    r.name,
-                    r.manifest_digest[:19],
-                    str(len(r.layers)),
-                    f"{sum(x.size for x in r.layers) / 1e6:.1f} MB",
-                    _when(r.pulled_at),
+                    r["name"],
+                    r["manifest"][:19],
+                    str(r["layers"]),
+                    format_size(r["disk_bytes"]),
+                    format_size(r["unique_bytes"]),
+                    _when(r["pulled_at"]),
+                    _when(r["last_used"]),
+                    "yes" if r["in_use"] else "",
                 ]
-                for r in records
+                for r in rows
             ],
-            ["IMAGE", "MANIFEST", "LAYERS", "SIZE", "PULLED"],
+            ["IMAGE", "MANIFEST", "LAYERS", "SIZE", "UNIQUE", "PULLED", "LAST USED", "IN USE"],
         )
+    )
+    budget = config.gc.image_store_max_bytes
+    print(
+        f"{len(rows)} image{'s' if len(rows) != 1 else ''}, {format_size(measured.total)} on disk"
+        + (f" (budget {format_size(budget)})" if budget is not None else ""),
+        file=sys.stderr,
     )
     return 0
 
 
-def _mounted_lowers() -> str:
-    return "\n".join(line for line in Path("/proc/mounts").read_text().splitlines() if " overlay " in line)
-
-
 def image_rm(config: PluginConfig, name: str) -> int:
     store = _store(config)
-    record = store.lookup_image(name)
-    if record is None:
+    if store.lookup_image(name) is None:
         print(f"nomad-rkt-driver: no image {name!r} in the store (see `nomad-rkt-driver image list`)", file=sys.stderr)
         return 1
-    mounts = _mounted_lowers()
-    busy = [layer.digest for layer in record.layers if str(store.layer_dir(layer.digest)) in mounts]
-    if busy:
-        print(
-            f"nomad-rkt-driver: image {name} is used by running pods (layers {', '.join(d[:19] for d in busy)}); "
-            "stop them first",
-            file=sys.stderr,
-        )
+    reason = store.remove_unused_image(name)
+    if reason is not None:
+        print(f"nomad-rkt-driver: image {name} stays: {reason}; stop the pods using it first", file=sys.stderr)
         return 1
-    store.remove_image(name)
     print(f"removed {name}")
+    return 0
+
+
+def image_gc(config: PluginConfig, *, dry_run: bool, to_budget: bool) -> int:
+    """Remove every image no pod uses (with ``to_budget``: only down to gc.image_store_max, LRU first)."""
+    from nomad_rkt_driver.images import gc as imagegc
+
+    budget = config.gc.image_store_max_bytes
+    if to_budget and budget is None:
+        print('nomad-rkt-driver: --to-budget needs a gc { image_store_max = "..." } budget', file=sys.stderr)
+        return 1
+    result = imagegc.collect(_store(config), budget=budget if to_budget else None, dry_run=dry_run)
+    assert result is not None  # without a wait limit, collect waits for a pass of the plugin to end
+    for name, freed in result.removed:
+        print(f"{'would remove' if dry_run else 'removed':<13} {name} ({format_size(freed)})")
+    for name, reason in sorted(result.kept.items()):
+        print(f"{'kept':<13} {name}: {reason}")
+    if result.leftovers:
+        print(f"{'removed':<13} blobs and layers no image named ({format_size(result.leftovers)})")
+    count = f"{len(result.removed)} image{'s' if len(result.removed) != 1 else ''}"
+    print(
+        f"{'would free' if dry_run else 'freed'} {format_size(result.freed)} ({result.freed} bytes) in {count}; "
+        f"the store {'would use' if dry_run else 'uses'} {format_size(result.total_after)}"
+        + (f" of its {format_size(budget)} budget" if budget is not None else "")
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Final
 
 from nomad_rkt_driver.config.durations import Duration
 from nomad_rkt_driver.config.fields import block, blocks, setting
+from nomad_rkt_driver.config.sizes import parse_size
 
 WHERE: Final = 'plugin "rkt" config'
 MIN_FINGERPRINT_PERIOD_S: Final = 1.0
@@ -155,6 +156,11 @@ def _image_delay(value: Duration) -> None:
         raise ValueError(f'must not be negative (got "{value.go_string()}"); the default is "3m"')
 
 
+def _image_store_max(value: str) -> None:
+    if parse_size(value) <= 0:
+        raise ValueError(f'"{value}" leaves no room for any image; give a size such as "10GiB", or leave it unset')
+
+
 @dataclass(frozen=True)
 class GCConfig:
     """Garbage collection of images no task uses any more."""
@@ -163,6 +169,19 @@ class GCConfig:
     image_delay: Duration = setting(
         Duration(180.0), "How long an unused image is kept (a restart reuses it).", validate=_image_delay
     )
+    image_store_max: str | None = setting(
+        None,
+        'Disk budget of the image store, e.g. "10GiB" or "500GB" (IEC or SI units): after a pull and after '
+        "image GC, the least recently used images no task uses are removed until the store fits. "
+        "Unset: no budget.",
+        validate=_image_store_max,
+    )
+
+    @property
+    def image_store_max_bytes(self) -> int | None:
+        """The budget in bytes, or None without one."""
+        return None if self.image_store_max is None else parse_size(self.image_store_max)
+
 
 
 @dataclass(frozen=True)

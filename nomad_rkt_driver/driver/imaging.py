@@ -19,16 +19,17 @@ TLS is verified against the system CAs plus the plugin's ``tls_ca_file``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.driver.insecure import expand
 from nomad_rkt_driver.driver.secrets import VaultBackedTrust, registry_credentials, vault_for
-from nomad_rkt_driver.errors import InvalidArgument, InvalidConfig
-from nomad_rkt_driver.images import gpg
+from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument, InvalidConfig
+from nomad_rkt_driver.images import gc, gpg
 from nomad_rkt_driver.images.aci import ACI_MEDIA_TYPE
 from nomad_rkt_driver.images.acifetch import tls_verify_setting
 from nomad_rkt_driver.images.acipull import ACIPuller, FetchPolicy, TrustedGPGKey, name_under
@@ -49,7 +50,7 @@ from nomad_rkt_driver.images.reference import (
 )
 from nomad_rkt_driver.images.registry import RegistryClient
 from nomad_rkt_driver.images.signatures import verify_image
-from nomad_rkt_driver.images.store import ImageRecord, Store
+from nomad_rkt_driver.images.store import BlobNotFound, ImagePin, ImageRecord, Store
 from nomad_rkt_driver.images.trust import name_prefixes
 
 log = logging.getLogger(__name__)
@@ -64,19 +65,93 @@ class ReadyImage:
     defaults: ImageDefaults
     lower_dirs: tuple[Path, ...]
     signer: str | None = None  # the trusted key file that verified the image; None when not verified
+    pin: ImagePin | None = field(default=None, compare=False, repr=False)  # see Images.prepare
+
+    def release(self) -> None:
+        """Let the image be removed as unused again (once the task references it, or failed)."""
+        if self.pin is not None:
+            self.pin.release()
 
 
 class Images:
     """The driver's access to the image store; blocking, called from worker threads."""
 
-    def __init__(self, store: Store, puller: Puller) -> None:
+    def __init__(self, store: Store, puller: Puller, referenced: Callable[[], Collection[str]] = frozenset) -> None:
         self.store = store
         self.puller = puller
+        self.referenced = referenced  # names of the images the caller's tasks use
+        self.budget: int | None = None  # gc.image_store_max in bytes, from the last prepare's plugin config
+        self._early = threading.local()  # a pin taken inside _prepare, per thread (prepare runs in many)
         self.aci = ACIPuller(store)
         # local images already imported by this process, with the source's (inode, size, mtime)
         self._imported: dict[str, tuple[tuple[int, int, int], ImageRecord]] = {}
 
     def prepare(
+        self, task: TaskConfig, plugin: PluginConfig, where: str, progress: ProgressCallback | None = None
+    ) -> ReadyImage:
+        """Fetch (or import) the task's image, check the trust policy, unpack its layers; see :meth:`_prepare`.
+
+        The result pins the image (no removal as unused, by any process) until its ``release()``: the
+        caller releases it once its task references the image, or failed. The image counts as used
+        now (for the disk budget's LRU order); with a budget, the store is brought within it.
+        """
+        self.budget = plugin.gc.image_store_max_bytes
+        for attempt in (1, 2, 3):
+            self._early.pin = None
+            try:
+                ready = self._prepare(task, plugin, where, progress)
+            except BlobNotFound as exc:  # removed as unused between the fetch and the unpack
+                self._take_early_pin(None)
+                log.info("image %s: removed from the store while a task started (attempt %d)", task.image, attempt)
+                missing = str(exc)
+                continue
+            except BaseException:
+                self._take_early_pin(None)
+                raise
+            pin = self._take_early_pin(ready.record.name) or self.store.pin_image(ready.record.name)
+            if self.store.lookup_image(ready.record.name) == ready.record and all(d.is_dir() for d in ready.lower_dirs):
+                break
+            pin.release()  # removed between the fetch and the pin: fetch it again
+            log.info("image %s: removed from the store while a task started (attempt %d)", task.image, attempt)
+            missing = f"image {ready.record.name} is not in the store"
+        else:
+            raise FailedPrecondition(
+                f"{missing}: it keeps being removed while this task starts (is `image gc` running in a loop?)",
+                recoverable=True,
+            )
+        try:
+            self.store.touch_image(ready.record.name)
+            self.enforce_budget()
+        except BaseException:
+            pin.release()
+            raise
+        return replace(ready, pin=pin)
+
+    def _pin_early(self, name: str) -> None:
+        """Pin image ``name`` before it is fetched, when its name is known up front (see prepare)."""
+        self._early.pin = (name, self.store.pin_image(name))
+
+    def _take_early_pin(self, name: str | None) -> ImagePin | None:
+        """This thread's early pin if it is for image ``name``; released otherwise."""
+        early: tuple[str, ImagePin] | None = self._early.pin
+        self._early.pin = None
+        if early is None:
+            return None
+        if early[0] == name:
+            return early[1]
+        early[1].release()
+        return None
+
+    def enforce_budget(self) -> gc.Removal | None:
+        """Remove least recently used images no task uses until the store is within the budget.
+
+        Does nothing (None) without a budget, or while another pass (of any process) runs.
+        """
+        if self.budget is None:
+            return None
+        return gc.collect(self.store, budget=self.budget, referenced=self.referenced, wait=0)
+
+    def _prepare(
         self, task: TaskConfig, plugin: PluginConfig, where: str, progress: ProgressCallback | None = None
     ) -> ReadyImage:
         """Fetch (or import) the task's image, check the trust policy, unpack its layers."""
@@ -123,6 +198,7 @@ class Images:
                     'registry and sign it with cosign, or set insecure_options = ["image"]',
                 )
             log.warning("image %s: image signature verification has been disabled", ref)
+            self._pin_early(str(ref))
             record = self._import(ref)
         defaults = image_defaults(self.store.read_bytes(record.config_digest), record.config_digest)
         lower = [
@@ -131,15 +207,11 @@ class Images:
         return ReadyImage(record, defaults, tuple(reversed(lower)), signer)
 
     def remove_unused(self, name: str) -> bool:
-        """Remove image ``name`` unless one of its layers is mounted by a pod (of any process)."""
-        record = self.store.lookup_image(name)
-        if record is None:
-            return False
-        mounts = Path("/proc/mounts").read_text()
-        if any(str(self.store.layer_dir(layer.digest)) in mounts for layer in record.layers):
-            return False
-        self._imported.pop(name, None)
-        return bool(self.store.remove_image(name))
+        """Remove image ``name`` unless it is in use (:meth:`Store.image_in_use`, any process)."""
+        reason = self.store.remove_unused_image(name, self.referenced())
+        if reason is None:
+            self._imported.pop(name, None)
+        return reason is None
 
     def _import(self, ref: OCILayoutReference | OCIArchiveReference | DockerArchiveReference) -> ImageRecord:
         """Import a local image, or reuse the record when the layout/archive has not changed since."""
@@ -191,6 +263,7 @@ class Images:
                 verified.signer.scope,
             )
             ref = replace(ref, digest=verified.digest)  # pull exactly what was verified
+        self._pin_early(str(ref))
         record = self.puller.pull(
             ref,
             insecure_http="http" in off,

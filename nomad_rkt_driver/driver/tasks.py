@@ -26,7 +26,7 @@ from nomad_rkt_driver.driver import podspec
 from nomad_rkt_driver.driver.events import EventBus
 from nomad_rkt_driver.driver.execstream import ExecStream
 from nomad_rkt_driver.driver.exits import ExitWatcher
-from nomad_rkt_driver.driver.imaging import Images
+from nomad_rkt_driver.driver.imaging import Images, ReadyImage
 from nomad_rkt_driver.driver.sampler import StatsSampler
 from nomad_rkt_driver.driver.signals import parse_signal
 from nomad_rkt_driver.driver.state import TaskStore, decode_state, encode_state
@@ -120,8 +120,11 @@ class TaskManager:
         images = self._images.get(root)
         if images is None:
             store = Store(root)
-            images = Images(store, Puller(store, activity_timeout_s=float(plugin.pull_activity_timeout)))
+            images = Images(
+                store, Puller(store, activity_timeout_s=float(plugin.pull_activity_timeout)), self._image_names
+            )
             self._images[root] = images
+        images.budget = plugin.gc.image_store_max_bytes  # for the budget pass after image GC timers
         return images
 
     def _task(self, task_id: str) -> Task:
@@ -166,6 +169,22 @@ class TaskManager:
             loop.call_soon_threadsafe(self._events.publish, event)
 
         ready = await self._run(lambda: images.prepare(cfg, plugin, where, progress))
+        try:
+            return await self._start_from(request, cfg, plugin, where, pods, state_dir, ready)
+        finally:
+            ready.release()  # the task references the image now (or failed): the start's pin goes
+
+    async def _start_from(
+        self,
+        request: TaskRequest,
+        cfg: TaskConfig,
+        plugin: PluginConfig,
+        where: str,
+        pods: Pods,
+        state_dir: str,
+        ready: ReadyImage,
+    ) -> bytes:
+        images = self._images_for(plugin)
         self._cancel_image_gc(ready.record.name)  # used again: not garbage any more
         net_request, warning = podspec.network_request(request, cfg, ready.defaults, where)
         if warning:
@@ -309,7 +328,7 @@ class TaskManager:
         images, name, delay = task.images, task.image, task.gc_delay_s
         if images is None or not name or delay is None:
             return
-        if any(t.image == name for t in (self._tasks.get(i) for i in self._tasks.ids()) if t is not None):
+        if name in self._image_names():
             return
         self._cancel_image_gc(name)
         loop = asyncio.get_running_loop()
@@ -322,10 +341,15 @@ class TaskManager:
 
     async def _collect(self, images: Images, name: str) -> None:
         self._gc_timers.pop(name, None)
-        if any(t.image == name for t in (self._tasks.get(i) for i in self._tasks.ids()) if t is not None):
+        if name in self._image_names():
             return
         removed = await self._run(lambda: images.remove_unused(name))
         log.info("unused image %s", "removed" if removed else "kept (in use elsewhere)", extra={"image": name})
+        await self._run(images.enforce_budget)
+
+    def _image_names(self) -> set[str]:
+        """Images the tasks of this process use (called from worker threads too)."""
+        return {t.image for t in (self._tasks.get(i) for i in self._tasks.ids()) if t is not None and t.image}
 
     async def inspect(self, task_id: str) -> TaskStatusView:
         task = self._task(task_id)

@@ -6,6 +6,7 @@ Layout under ``root`` (all on one filesystem, so renames are atomic)::
     layers/sha256/<hex>/      a layer blob unpacked on its own, usable as an overlayfs lower dir
     records/<sha256 of name>.json  one ImageRecord per image name (the name is inside)
     locks/<sha256 of key>     flock(2) files behind :meth:`Store.lock`
+    sizes/sha256/<hex>        disk usage of an unpacked layer, measured once (layers never change)
     tmp/<owner>/              temp files of one live Store instance; tmp/<owner>.lock is held
                               while it lives, so an instance that finds an unheld one removes it
 
@@ -21,6 +22,10 @@ Rules that make it safe:
   Pulls hold ``lock(GC_LOCK, shared=True)`` while they write and save a record;
   :meth:`Store.remove_image` holds it exclusively, so it never deletes a blob that a pull in
   flight has just decided not to download.
+* A start holds :meth:`Store.pin_image` (a shared flock per image name) from the moment its image
+  is in the store until its pod mounts it; removal of an unused image (:meth:`Store.remove_unused_image`)
+  takes that flock exclusively without waiting, so it never removes an image a start is about to use.
+  An image's last use is the mtime of its record file (:meth:`Store.touch_image`, one utime).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -49,6 +54,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GC_LOCK = "gc"
+EVICT_LOCK = "evict"  # one budget enforcement (or `image gc`) at a time, across processes
+USE_LOCK = "use:"  # + image name: shared while a task starts from the image
+STARTING = "a task is starting from it"
 _CHUNK = 1 << 20
 _LOCK_POLL_S = (0.005, 0.1)  # first and longest sleep between flock attempts when waiting with a timeout
 _RECORD_VERSION = 1
@@ -389,6 +397,145 @@ class Store:
                     self._remove_unpacked(digest)
             return True
 
+    # -- use: what keeps an image, and when it was last used ----------------------------------
+
+    def touch_image(self, name: str) -> None:
+        """Record that a task started from image ``name`` now (one utime of its record)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._record_path(name))
+
+    def last_used(self, name: str) -> float | None:
+        """When a task last started from image ``name`` (or it was stored), or None without a record."""
+        try:
+            return self._record_path(name).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def pin_image(self, name: str, *, timeout: float | None = None) -> ImagePin:
+        """Keep image ``name`` from being removed as unused until the pin is released.
+
+        Waits while a removal of that image is under way (then the record is gone: look it up again).
+
+        Raises:
+            LockTimeout: a removal held the image for longer than ``timeout``.
+        """
+        key = USE_LOCK + name
+        fd = os.open(
+            self.root / "locks" / hashlib.sha256(key.encode()).hexdigest(), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600
+        )
+        try:
+            _flock(fd, fcntl.LOCK_SH, timeout, key)
+        except BaseException:
+            os.close(fd)
+            raise
+        return ImagePin(fd)
+
+    def mounted_layers(self, record: ImageRecord, mounts: str | None = None) -> list[str]:
+        """The layers of ``record`` some mount (a pod's overlay, of any process) uses now."""
+        if mounts is None:
+            mounts = Path("/proc/mounts").read_text()
+        return [layer.digest for layer in record.layers if str(self.layer_dir(layer.digest)) in mounts]
+
+    def image_in_use(
+        self, record: ImageRecord, referenced: Collection[str] = (), mounts: str | None = None
+    ) -> str | None:
+        """Why ``record`` must stay, or None when nothing uses it.
+
+        The one "in use" rule of every removal (image GC, the disk budget, ``image rm``/``image gc``):
+        a task of the caller names it (``referenced``), a start pinned it (:meth:`pin_image`), or a pod
+        has one of its layers mounted.
+        """
+        try:
+            with self.lock(USE_LOCK + record.name, timeout=0):
+                return self._used_by(record, referenced, mounts)
+        except LockTimeout:
+            return STARTING
+
+    def remove_unused_image(self, name: str, referenced: Collection[str] = ()) -> str | None:
+        """Remove image ``name`` (as :meth:`remove_image`) unless :meth:`image_in_use` says why not.
+
+        Returns None when it was removed, else the reason it was kept ("not in the store" too).
+        Holds the image's use flock exclusively meanwhile, so no start can pin it halfway through.
+        """
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.lock(USE_LOCK + name, timeout=0))
+            except LockTimeout:
+                return STARTING
+            record = self.lookup_image(name)
+            if record is None:
+                return "not in the store"
+            reason = self._used_by(record, referenced, None)
+            if reason is None:
+                self.remove_image(name)
+            return reason
+
+    def _used_by(self, record: ImageRecord, referenced: Collection[str], mounts: str | None) -> str | None:
+        if record.name in referenced:
+            return "a task uses it"
+        busy = self.mounted_layers(record, mounts)
+        if busy:
+            return f"used by running pods (layers {', '.join(d[:19] for d in busy)})"
+        return None
+
+    def sweep_unreferenced(self) -> int:
+        """Delete blobs, unpacked layers and size notes that no image record names; return the bytes freed.
+
+        Such leftovers come from a crash between writes, or from a removal that raced an unpack.
+        Holds ``lock(GC_LOCK)`` exclusively, so no pull or import is writing blobs meanwhile; a
+        layer some mount still uses is left alone.
+        """
+        with self.lock(GC_LOCK):
+            records = self.list_images()
+            blobs = {d for r in records for d in r.blobs}
+            layers = {layer.digest for r in records for layer in r.layers}
+            mounts = Path("/proc/mounts").read_text()
+            freed = 0
+            for directory in (self.root / "blobs").iterdir():
+                for blob in directory.iterdir():
+                    if f"{directory.name}:{blob.name}" not in blobs:
+                        freed += self.part_size(f"{directory.name}:{blob.name}")
+                        self.delete_blob(f"{directory.name}:{blob.name}")
+            for directory in (self.root / "layers").iterdir():
+                for layer in directory.iterdir():
+                    digest = f"{directory.name}:{layer.name}"
+                    if digest not in layers and str(layer) not in mounts:
+                        freed += self.part_size(f"layer:{digest}")
+                        self._remove_unpacked(digest)
+            sizes = self.root / "sizes"
+            for note in sizes.glob("*/*") if sizes.is_dir() else ():
+                if not (self.root / "layers" / note.parent.name / note.name).is_dir():
+                    with contextlib.suppress(FileNotFoundError):
+                        note.unlink()
+            return freed
+
+    # -- disk usage ----------------------------------------------------------------------------
+
+    def parts(self, record: ImageRecord) -> tuple[str, ...]:
+        """What ``record`` occupies: its blob digests and ``layer:<digest>`` for each unpacked layer."""
+        return (*record.blobs, *(f"layer:{layer.digest}" for layer in record.layers))
+
+    def part_size(self, part: str) -> int:
+        """Bytes on disk (as du counts them) of a part from :meth:`parts`; 0 when it is not there."""
+        if part.startswith("layer:"):
+            digest = part.removeprefix("layer:")
+            directory = self.layer_dir(digest)
+            algorithm, _, hexpart = digest.partition(":")
+            cache = self.root / "sizes" / algorithm / hexpart
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                size = int(cache.read_text())
+                return size if directory.is_dir() else 0
+            if not directory.is_dir():
+                return 0
+            size = _tree_bytes(directory)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            self._write_atomic(cache, str(size).encode())
+            return size
+        try:
+            return self._blob_location(part).stat().st_blocks * 512
+        except FileNotFoundError:
+            return 0
+
     # -- unpacked layers -----------------------------------------------------------------------
 
     def _blob_location(self, digest: str) -> Path:
@@ -445,6 +592,9 @@ class Store:
             return final
 
     def _remove_unpacked(self, digest: str) -> None:
+        algorithm, _, hexpart = digest.partition(":")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.root / "sizes" / algorithm / hexpart)
         final = self.layer_dir(digest)
         if not final.exists():
             return
@@ -509,6 +659,40 @@ class Store:
                     pass
                 finally:
                     os.close(fd)
+
+
+class ImagePin:
+    """A shared flock that keeps one image from removal as unused (see :meth:`Store.pin_image`)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _tree_bytes(root: Path) -> int:
+    """Disk usage of a directory tree as du counts it: allocated blocks, hard links once."""
+    total = root.lstat().st_blocks * 512
+    seen: set[tuple[int, int]] = set()
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if st.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return total
 
 
 def _flock(fd: int, mode: int, timeout: float | None, key: str) -> None:
