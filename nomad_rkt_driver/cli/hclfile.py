@@ -29,14 +29,57 @@ def single(value: Any) -> Any:
 
 
 def plugin_block(path: Path, name: str = "rkt") -> dict[str, Any]:
-    """The ``config {}`` body of ``plugin "<name>"`` in ``path`` ({} when absent)."""
+    """The ``config {}`` body of ``plugin "<name>"`` in ``path`` ({} when absent).
+
+    Relative paths where the plugin wants absolute ones (``cni_config_dir = "cni"``) are taken
+    from the file's directory, as the runner takes a relative ``oci:`` image from the job file's.
+    """
+    from nomad_rkt_driver.config.plugin import PluginConfig
+
     data = load_hcl(path)
     for plugin in data.get("plugin", []):
         if name in plugin:
             body = single(plugin[name]) or {}
             config = single(body.get("config", {})) or {}
-            return dict(config)
+            return anchor_paths(PluginConfig, dict(config), path.resolve().parent)
     raise ValueError(f'{path}: no plugin "{name}" block; add plugin "{name}" {{ config {{ ... }} }}')
+
+
+def _refused(setting: Any, value: Any) -> bool:
+    try:
+        setting.validate(tuple(value) if isinstance(value, list) else value)
+    except (ValueError, TypeError):
+        return True
+    return False
+
+
+def anchor_paths(cls: type, body: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``body`` with each relative path that its setting refuses, but accepts once joined to
+    ``base``, joined to ``base`` (in nested and repeated blocks too; python-hcl2's shapes kept)."""
+    declared = {s.name: s for s in settings(cls)}
+    anchored = dict(body)
+    for key, value in body.items():
+        setting = declared.get(key)
+        if setting is None:
+            continue
+        if setting.block is not None:
+            block_cls = setting.block
+            if isinstance(value, list):
+                anchored[key] = [anchor_paths(block_cls, v, base) if isinstance(v, dict) else v for v in value]
+            elif isinstance(value, dict):
+                anchored[key] = anchor_paths(block_cls, value, base)
+            continue
+        if setting.validate is None or not _refused(setting, value):
+            continue
+        if isinstance(value, str) and value and not value.startswith("/"):
+            joined: Any = str(base / value)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            joined = [v if v.startswith("/") else str(base / v) for v in value]
+        else:
+            continue
+        if not _refused(setting, joined):
+            anchored[key] = joined
+    return anchored
 
 
 def normalize(cls: type, body: dict[str, Any]) -> dict[str, Any]:

@@ -4,17 +4,43 @@ from pathlib import Path
 
 import pytest
 
-from nomad_rkt_driver.cli.hclfile import encode_like_nomad
+from nomad_rkt_driver.cli.hclfile import encode_like_nomad, plugin_block
 from nomad_rkt_driver.cli.jobfile import rkt_tasks
 from nomad_rkt_driver.config.decode import decode_msgpack
+from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.errors import InvalidConfig
+from nomad_rkt_driver.network import conflist
 
-JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.nomad.hcl"))
+JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
+JOBS = sorted(JOBS_DIR.glob("*.nomad.hcl"))
+PLUGIN_FILES = sorted(JOBS_DIR.glob("*.plugin.hcl"))
 
 
 def test_there_are_example_jobs() -> None:
-    assert {p.name for p in JOBS} >= {"web.nomad.hcl", "hello.nomad.hcl"}
+    assert {p.name for p in JOBS} >= {
+        "web.nomad.hcl",
+        "hello.nomad.hcl",
+        "vault-registry.nomad.hcl",
+        "bridge.nomad.hcl",
+    }
+    assert {p.name for p in PLUGIN_FILES} >= {"vault-registry.plugin.hcl", "bridge.plugin.hcl"}
+
+
+@pytest.mark.parametrize("path", PLUGIN_FILES, ids=lambda p: p.name)
+def test_example_plugin_configs_are_valid(path: Path) -> None:
+    decode_msgpack(PluginConfig, encode_like_nomad(PluginConfig, plugin_block(path)), path.name)
+
+
+def test_bridge_example_names_a_shipped_conflist_its_plugin_config_points_at() -> None:
+    (task,) = rkt_tasks(JOBS_DIR / "bridge.nomad.hcl")
+    config = decode_msgpack(
+        PluginConfig, encode_like_nomad(PluginConfig, plugin_block(JOBS_DIR / "bridge.plugin.hcl")), "b"
+    )
+    assert config.cni_config_dir == str(JOBS_DIR / "cni")  # relative to the plugin file
+    (network,) = conflist.select(tuple(task.config["net"]), config.cni_config_dir, "10.0.0.0/24", "/tmp/ipam", "bridge")
+    assert [p["type"] for p in network.plugins] == ["bridge", "portmap"]
+    assert network.plugins[0]["ipam"]["type"] == "host-local"
 
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda p: p.name)
