@@ -10,6 +10,7 @@ Forms (rkt.md §2.1; anchors.md row 5):
 ``https://HOST/…/x.aci``           an ACI archive by URL (``http://`` too; ``file://``)
 ``/abs/x.aci``, ``./x.aci``, ``x.aci``  a local ACI file
 ``NAME[:VERSION][,LABEL=VALUE…]``  an appc name, found by discovery (rkt.md §3)
+``appc:NAME[:VERSION][,…]``        the same, said explicitly (needed when there is no label)
 ``sha512-HEX``                     an ACI image ID already in the store
 =================================  =====================================================
 
@@ -50,7 +51,7 @@ ACCEPTED_FORMS = (
     "docker-archive:PATH[:NAME:TAG|:@INDEX]",
     "https://HOST/PATH.aci",
     "/PATH/FILE.aci",
-    "APPC-NAME[:VERSION][,LABEL=VALUE...]",
+    "[appc:]APPC-NAME[:VERSION][,LABEL=VALUE...]",
 )
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -296,6 +297,8 @@ def parse_reference(text: str, default_transport: str = "docker") -> Reference:
             return _parse_docker_archive(rest, text)
         if scheme in ("http", "https", "file") and rest.startswith("//"):
             return _parse_aci_url(text)
+        if scheme == "appc":
+            return parse_appc_name(rest)
     if os.path.isabs(text) or "./" in text or text.endswith(".aci"):
         return ACIFileReference(os.path.normpath(text) if os.path.isabs(text) else text)
     if _IMAGE_ID_RE.match(text):
