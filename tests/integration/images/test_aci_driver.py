@@ -1,0 +1,88 @@
+"""StartTask through the real plugin process with ACI images: a gpg-signed local ACI runs without the
+``image`` opt-out and exits with its own code; an unsigned one is refused until the task opts out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nomad_rkt_driver.config.plugin import PluginConfig
+from nomad_rkt_driver.images.keystore import Keystore
+from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+from tests.acibuild import Signer, aci_manifest, build_aci, make_signer
+from tests.integration.driver.conftest import CGROUP_PARENT, encode, make_alloc, task_config
+from tests.protocol.plugin import Plugin, launch, nomad_env
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> Iterator[Signer]:
+    made = make_signer(tmp_path, "publisher")
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def plugin(data_dir: Path, tmp_path: Path, signer: Signer) -> Iterator[Plugin]:
+    trust_dir = tmp_path / "trustedkeys"
+    Keystore([trust_dir]).add(signer.armored, "example.com")
+    running = launch(nomad_env())
+    try:
+        running.base.SetConfig(
+            base_pb2.SetConfigRequest(
+                msgpack_config=encode(
+                    PluginConfig, data_dir=str(data_dir), cgroup_parent=CGROUP_PARENT, trust_dir=str(trust_dir)
+                ),
+                plugin_api_version="v0.1.0",
+            )
+        )
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.shutdown()
+        running.kill()
+
+
+def test_signed_aci_runs_and_exits_with_its_code(plugin: Plugin, signer: Signer, tmp_path: Path) -> None:
+    manifest = aci_manifest()
+    manifest["app"]["exec"] = ["/bin/sh", "-c", "echo $GREETING from $(pwd); exit 3"]
+    manifest["app"]["workingDirectory"] = "/tmp"
+    built = build_aci(tmp_path / "images" / "busybox.aci", manifest)
+    signer.sign(built.path)
+    alloc = make_alloc(tmp_path)
+    config = task_config(alloc, str(built.path), insecure_options=[])
+    response = plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=config), timeout=120)
+    try:
+        assert response.handle.state == driver_pb2.RUNNING
+        result = plugin.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=config.id), timeout=60)
+        assert result.result.exit_code == 3
+        assert alloc.stdout.text() == "hello-aci from /tmp\n"
+    finally:
+        plugin.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=config.id, force=True), timeout=60)
+
+
+def test_unsigned_aci_is_refused_until_the_task_opts_out(plugin: Plugin, tmp_path: Path, data_dir: Path) -> None:
+    built = build_aci(tmp_path / "images" / "unsigned.aci", aci_manifest())
+    alloc = make_alloc(tmp_path, "unsigned")
+    config = task_config(alloc, str(built.path), insecure_options=[])
+    with pytest.raises(grpc.RpcError) as info:
+        plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=config), timeout=120)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details() or ""
+    assert "error opening signature file" in details and 'insecure_options = ["image"]' in details, details
+    records = data_dir / "images" / "records"
+    assert not records.is_dir() or list(records.iterdir()) == [], "a refused image was stored"
+
+    alloc = make_alloc(tmp_path, "optout")
+    config = task_config(alloc, str(built.path), insecure_options=["image"])
+    plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=config), timeout=120)
+    try:
+        result = plugin.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=config.id), timeout=60)
+        assert result.result.exit_code == 0
+        assert alloc.stdout.text() == "hello from the aci\n"
+    finally:
+        plugin.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=config.id, force=True), timeout=60)
