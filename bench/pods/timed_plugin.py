@@ -26,7 +26,7 @@ from nomad_rkt_driver.config import decode
 from nomad_rkt_driver.driver import driver, imaging, podspec, tasks
 from nomad_rkt_driver.images import store
 from nomad_rkt_driver.protocol import convert
-from nomad_rkt_driver.runtime import bundle, cgroups, monitor, pods, runc
+from nomad_rkt_driver.runtime import bundle, cgroupmove, cgroups, monitor, pods, runc
 
 TIMES: dict[str, list[tuple[float, float]]] = defaultdict(list)
 _LOCK = threading.Lock()
@@ -98,12 +98,14 @@ def install() -> None:
     timed(pods, "create_bundle", "      create_bundle")
     timed(bundle, "mount_overlay", "        mount_overlay")
     timed(bundle, "write_config", "        write_config")
-    timed(pods, "start_monitored", "      start_monitored (conmon + runc create)")
+    timed(pods, "spawn_monitor", "      spawn_monitor (conmon, held at its start pipe)")
     timed(monitor, "open_log_fd", "        open_log_fd (x2)")
-    timed(monitor, "read_sync", "        read_sync (wait for runc create)")
+    timed(cgroupmove, "move", "      cgroupmove.move (conmon out of the plugin's cgroup)")
+    timed(monitor.Monitor, "detached", "      Monitor.detached (conmon parent exits)")
+    timed(monitor.Monitor, "created", "      Monitor.created (wait for runc create)")
     timed(pods.Pods, "_record", "      Pods._record (pidfiles, /proc)")
     timed(pods, "write_atomic", "      write_atomic pod.json")
-    timed(runc.Runc, "start", "      runc start")
+    timed(runc.Runc, "start", "      runc start (exec.fifo)")
     # one TaskStats sample
     timed(pods.Pods, "stats", "stats: Pods.stats (worker thread)", dump_after=100)
     timed(pods.Pods, "load", "stats:   Pods.load (pod.json)")

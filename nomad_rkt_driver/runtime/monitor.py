@@ -1,6 +1,8 @@
 """Start a pod's container under Debian's ``conmon`` so it outlives the plugin.
 
-conmon (passthrough mode) runs ``runc create``, reaps the container and writes its exit
+conmon is spawned first and held at its start pipe (``_OCI_STARTPIPE``) while the caller builds
+the bundle and moves it out of the plugin's cgroup; released, it forks its daemon half, which
+(passthrough mode) runs ``runc create``, reaps the container and writes its exit
 status to ``<exit dir>/<id>`` (``128+signo`` for a signal death) and an ``oom`` file to its
 persist dir when the kernel OOM-killed the container. The task's stdout/stderr are Nomad's
 FIFOs, opened O_WRONLY here and handed to conmon as its fds 1 and 2; conmon passes them to
@@ -122,13 +124,89 @@ def runc_error(runc_log: Path) -> str:
     return runc_message("\n".join(lines))
 
 
-def start_monitored(
-    conmon: str, runc: Runc, pod_id: str, bundle: Path, paths: MonitorPaths, stdout_path: str, stderr_path: str
-) -> int:
-    """Run ``runc create`` for ``pod_id`` under a detached conmon; return the container pid.
+class Monitor:
+    """A conmon spawned for one pod and held at its start pipe until :meth:`release`.
 
-    The container is left *created* (``runc start`` is the caller's). Raises CreateFailed with
-    runc's reason, NotFound/FailedPrecondition for the log paths.
+    conmon reads its start pipe before it forks or runs anything, so its own start-up (exec,
+    dynamic linking) overlaps the caller's work on the bundle, which ``runc create`` needs.
+    Then: :meth:`release`, :meth:`detached` (the daemon's pid: what the caller does with it
+    overlaps ``runc create``), :meth:`created` (the container's pid).
+    """
+
+    def __init__(self, pod_id: str, proc: subprocess.Popen[bytes], start_w: int, sync_r: int, paths: MonitorPaths):
+        self.pod_id = pod_id
+        self.proc = proc
+        self.paths = paths
+        self._start_w = start_w
+        self._sync_r = sync_r
+
+    @property
+    def pid(self) -> int:
+        """conmon's pid until it forks (its daemon child, named in the conmon pidfile, lives on)."""
+        return self.proc.pid
+
+    def release(self) -> None:
+        """Let conmon go on: it forks its daemon, which runs ``runc create``."""
+        if self._start_w < 0:
+            return
+        try:
+            os.write(self._start_w, b"0")
+        except OSError as exc:  # conmon died before reading: created() reports its status
+            log.debug("conmon start pipe of %s: %s", self.pod_id, exc)
+        finally:
+            os.close(self._start_w)
+            self._start_w = -1
+
+    def detached(self) -> int:
+        """After :meth:`release`: wait for conmon's parent half to exit; the daemon's pid.
+
+        The parent writes the daemon's pid file and exits right after forking, while the daemon's
+        ``runc create`` runs: what the caller does next overlaps with it. Raises CreateFailed.
+        """
+        try:
+            rc = self.proc.wait(CONMON_EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            self.proc.kill()
+            self.proc.wait()
+            raise CreateFailed(f"conmon for {self.pod_id} did not detach within {CONMON_EXIT_TIMEOUT_S}s") from exc
+        if rc != 0:
+            raise CreateFailed(f"conmon for {self.pod_id} exited with status {rc}: {runc_error(self.paths.runc_log)}")
+        pid = read_pid(self.paths.conmon_pidfile)
+        if pid <= 0:
+            raise CreateFailed(f"conmon for {self.pod_id} wrote no pid file {self.paths.conmon_pidfile}")
+        return pid
+
+    def created(self, timeout_s: float = CREATE_TIMEOUT_S) -> int:
+        """Wait until ``runc create`` has finished under conmon; the container pid. Raises CreateFailed."""
+        try:
+            sync = read_sync(self._sync_r, timeout_s)
+        finally:
+            os.close(self._sync_r)
+            self._sync_r = -1
+        return _container_pid(sync, self.pod_id, self.paths)
+
+    def abort(self) -> None:
+        """Undo :func:`spawn_monitor` before :meth:`release`: kill the waiting conmon; afterwards only close fds."""
+        if self._start_w >= 0:
+            self.proc.kill()  # before closing the pipe: an empty read would let conmon go on
+            self.proc.wait()
+            os.close(self._start_w)
+            self._start_w = -1
+        if self._sync_r >= 0:
+            os.close(self._sync_r)
+            self._sync_r = -1
+        if self.proc.returncode is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(CONMON_EXIT_TIMEOUT_S)
+
+
+def spawn_monitor(
+    conmon: str, runc: Runc, pod_id: str, bundle: Path, paths: MonitorPaths, stdout_path: str, stderr_path: str
+) -> Monitor:
+    """Start conmon for ``pod_id``, waiting at its start pipe (see :class:`Monitor`).
+
+    The bundle need not exist yet: conmon runs ``runc create`` only after :meth:`Monitor.release`.
+    Raises NotFound/FailedPrecondition for the log paths and FailedPrecondition when conmon cannot run.
     """
     with contextlib.ExitStack() as fds:
         out_fd = open_log_fd(stdout_path)
@@ -136,27 +214,25 @@ def start_monitored(
         err_fd = open_log_fd(stderr_path)
         fds.callback(os.close, err_fd)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-        fds.callback(os.close, sync_r)
+        start_r, start_w = os.pipe2(os.O_CLOEXEC)
+        fds.callback(os.close, sync_w)
+        fds.callback(os.close, start_r)
         try:
-            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(sync_w)}
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                "_OCI_SYNCPIPE": str(sync_w),
+                "_OCI_STARTPIPE": str(start_r),
+            }
             proc = subprocess.Popen(
                 conmon_args(conmon, runc, pod_id, bundle, paths),
                 stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd, env=env, cwd=paths.persist_dir,
-                pass_fds=(sync_w,), start_new_session=True, close_fds=True,
+                pass_fds=(sync_w, start_r), start_new_session=True, close_fds=True,
             )  # fmt: skip
         except OSError as exc:
+            os.close(sync_r)
+            os.close(start_w)
             raise FailedPrecondition(f"cannot run conmon {conmon}: {exc}; install conmon", recoverable=True) from exc
-        finally:
-            os.close(sync_w)
-        try:
-            rc = proc.wait(CONMON_EXIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired as exc:
-            proc.kill()
-            proc.wait()
-            raise CreateFailed(f"conmon for {pod_id} did not detach within {CONMON_EXIT_TIMEOUT_S}s") from exc
-        if rc != 0:
-            raise CreateFailed(f"conmon for {pod_id} exited with status {rc}: {runc_error(paths.runc_log)}")
-        return _container_pid(read_sync(sync_r, CREATE_TIMEOUT_S), pod_id, paths)
+    return Monitor(pod_id, proc, start_w, sync_r, paths)
 
 
 def _container_pid(sync: bytes, pod_id: str, paths: MonitorPaths) -> int:
