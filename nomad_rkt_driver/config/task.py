@@ -146,7 +146,7 @@ class TaskConfig:
     image: str = setting(
         None,
         "The image to run: docker://, oci:, oci-archive:, docker-archive:, an ACI URL "
-        "or file, or an appc name. A bare reference means docker://.",
+        "or file, or an appc name. A bare reference means docker://; write appc:NAME[:VERSION] for appc discovery.",
         required=True,
         validate=_image,
     )
@@ -201,6 +201,7 @@ class TaskConfig:
     auth: RegistryAuth = block(RegistryAuth, "Registry credentials for this task's image.")
     trust_prefix: str | None = setting(
         None,
-        "rkt's trust prefix for keys found by appc discovery; accepted for compatibility, no effect yet "
-        "(trust keys with `nomad-rkt-driver trust add`).",
+        "Only images named under this prefix may run (an ACI's manifest name, a Docker image's registry/repository). "
+        "It never trusts a key by itself, unlike the old driver's rkt trust: trust keys with "
+        "`nomad-rkt-driver trust add --prefix` or Vault trust blocks.",
     )
