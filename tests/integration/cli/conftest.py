@@ -4,9 +4,11 @@ image, a plugin.hcl on a checked data dir, and helpers to run it to the end or i
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,34 @@ def run(
         stdin=subprocess.DEVNULL,
         env=None if env is None else dict(env),
     )
+
+
+def output(*cmd: str) -> str:
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=True).stdout
+
+
+@dataclass
+class PodNetwork:
+    """The runner's pod on a CNI network, noted while it runs, to check afterwards that nothing of
+    it is left. Only this pod's objects count: other tests may make network objects meanwhile."""
+
+    data_dir: Path
+    ip: str = ""
+    pod_ids: set[str] = field(default_factory=set)
+
+    def note(self, line: str) -> None:
+        """Take the address from the runner's ``TASK: started, pod address IP`` line, and the pod ids."""
+        if ", pod address " in line:
+            self.ip = line.rsplit(" ", 1)[1].strip()
+            self.pod_ids = {p.name for p in (self.data_dir / "network" / "pods").iterdir()}
+
+    def nat_rules(self) -> list[str]:
+        """iptables nat rules for the pod's address (ipMasq, portmap DNAT)."""
+        mine = re.compile(rf"(?<![\d.]){re.escape(self.ip)}(?!\d)")
+        return [line for line in output("iptables", "-t", "nat", "-S").splitlines() if mine.search(line)]
+
+    def leftovers(self) -> list[str]:
+        assert self.ip and self.pod_ids, "the test never saw the pod's address"
+        netns = {line.split()[0] for line in output("ip", "netns", "list").splitlines() if line.strip()}
+        left = [f"netns {name}" for name in sorted(netns & {f"rkt-{pod}" for pod in self.pod_ids})]
+        return left + [f"iptables {rule}" for rule in self.nat_rules()]

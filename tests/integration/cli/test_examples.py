@@ -12,7 +12,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from tests.baoserver import ROOT_TOKEN, BaoServer, start
 from tests.imagebuild import busybox_image
 from tests.registryserver import PASSWORD, USERNAME, RegistryServer
 
-from .conftest import ROOT, run, start_runner, with_test_settings
+from .conftest import ROOT, PodNetwork, output, run, start_runner, with_test_settings
 
 JOBS = ROOT / "jobs"
 
@@ -82,16 +82,15 @@ def test_vault_registry_example_pulls_with_credentials_from_vault(
 class BridgeRun:
     workdir: Path
     bridge: str
-    pod_ip: str = ""
-    pod_ids: set[str] = field(default_factory=set)
+    pod: PodNetwork
 
 
 @pytest.fixture
 def bridge_run(workdir: Path) -> Iterator[BridgeRun]:
     """jobs/bridge.* and jobs/cni/ as shipped, copied to workdir/jobs (the plugin file's relative
     cni_config_dir is taken from its own directory, so it means the shipped conflist); afterwards,
-    nothing of the pod's network may be left: netns, veth on the bridge, iptables rules for its
-    address, IPAM leases (other tests may create network objects meanwhile, so only ours count)."""
+    nothing of the pod's network may be left: netns, iptables rules for its address, a veth on the
+    bridge, IPAM leases."""
     jobs = workdir / "jobs"
     jobs.mkdir()
     shutil.copytree(JOBS / "cni", jobs / "cni")
@@ -99,30 +98,17 @@ def bridge_run(workdir: Path) -> Iterator[BridgeRun]:
     (jobs / "images").symlink_to(workdir / "images")
     conflist = json.loads((JOBS / "cni" / "bridge-net.conflist").read_text())
     leases = Path("/var/lib/cni/networks") / conflist["name"]
-    made = BridgeRun(workdir, conflist["plugins"][0]["bridge"])
+    made = BridgeRun(workdir, conflist["plugins"][0]["bridge"], PodNetwork(workdir / "data"))
     existed = Path(f"/sys/class/net/{made.bridge}").exists()
     yield made
-    on_bridge = (
-        _out("ip", "-o", "link", "show", "master", made.bridge)
-        if Path(f"/sys/class/net/{made.bridge}").exists()
-        else ""
-    )
-    netns = {line.split()[0] for line in _out("ip", "netns", "list").splitlines() if line.strip()}
-    rules = [
-        line for line in _out("iptables", "-t", "nat", "-S").splitlines() if made.pod_ip and f"{made.pod_ip}" in line
-    ]
+    on_bridge = output("ip", "-o", "link", "show", "master", made.bridge)
     lease_files = [p.name for p in leases.glob("*") if p.name != "lock" and not p.name.startswith("last_reserved")]
+    left = made.pod.leftovers()
     if not existed:  # CNI's bridge plugin keeps the bridge, as docker0 or cni0 stay; the test removes it
         subprocess.run(["ip", "link", "delete", made.bridge], check=False, capture_output=True)
-    assert made.pod_ip and made.pod_ids, "the test did not see the pod"
+    assert left == [], "the bridge job left network state behind"
     assert on_bridge == "", f"a pod interface is left on {made.bridge}: {on_bridge}"
-    assert {f"rkt-{pod}" for pod in made.pod_ids} & netns == set(), "the pod's netns is left"
-    assert rules == [], f"iptables rules for the pod's address are left: {rules}"
     assert lease_files == [], "the bridge job left IPAM leases behind"
-
-
-def _out(*cmd: str) -> str:
-    return subprocess.run(list(cmd), capture_output=True, text=True, check=True).stdout
 
 
 def test_bridge_example_serves_through_a_named_bridge_network(bridge_run: BridgeRun) -> None:
@@ -131,24 +117,20 @@ def test_bridge_example_serves_through_a_named_bridge_network(bridge_run: Bridge
     proc = start_runner(workdir, workdir / "jobs" / "bridge.nomad.hcl", plugin=plugin)
     try:
         assert proc.stdout is not None
-        address = pod = ""
+        address = ""
         deadline = time.monotonic() + 90
         while not address and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
-            if "httpd: started, pod address " in line:
-                pod = line.rsplit(" ", 1)[1].strip()
+            bridge_run.pod.note(line)
             if "port http -> " in line:
                 address = line.split("-> ", 1)[1].strip()
         assert address.startswith("http://127.0.0.1:"), "the runner printed no address"
+        pod = bridge_run.pod.ip
         assert pod.startswith("10.66.77."), f"the pod is not on bridge-net's subnet: {pod!r}"
-        bridge_run.pod_ip = pod
-        bridge_run.pod_ids = {p.name for p in (workdir / "data" / "network" / "pods").iterdir()}
-        assert _out("ip", "-o", "link", "show", "master", bridge_run.bridge), f"no pod interface on {bridge_run.bridge}"
-        assert any(f"{pod}:8080" in rule for rule in _out("iptables", "-t", "nat", "-S").splitlines()), (
-            "no portmap DNAT"
-        )
+        assert output("ip", "-o", "link", "show", "master", bridge_run.bridge), "no pod interface on the bridge"
+        assert any(f"{pod}:8080" in rule for rule in bridge_run.pod.nat_rules()), "no portmap DNAT to the pod"
         page = ""
         while time.monotonic() < deadline and not page:
             try:
