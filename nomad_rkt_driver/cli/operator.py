@@ -261,6 +261,8 @@ def fetch(config: PluginConfig, image: str, insecure_options: list[str]) -> int:
         return 1
     record = ready.record
     print(f"{record.name}\n  manifest {record.manifest_digest}\n  layers   {len(record.layers)}")
+    if record.kind == "aci" and record.layers and record.layers[0].diff_id:
+        print(f"  image id sha512-{record.layers[0].diff_id.removeprefix('sha512:')[:64]}")
     if ready.signer:
         print(f"  signed   by {ready.signer}")
     return 0

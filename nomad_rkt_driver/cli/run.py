@@ -75,8 +75,11 @@ class Runner:
     # -- set up ---------------------------------------------------------------------------
 
     def _resolve_image(self, config: dict[str, Any]) -> dict[str, Any]:
-        # A relative oci:/oci-archive:/docker-archive: path is taken relative to the job file.
+        # A relative oci:/oci-archive:/docker-archive: path, or a relative .aci file, is taken relative to
+        # the job file.
         image = str(config.get("image", ""))
+        if image.endswith(".aci") and ":" not in image and not image.startswith("/"):
+            return {**config, "image": str((self.job_dir / image).resolve())}
         for transport in ("oci:", "oci-archive:", "docker-archive:"):
             if image.startswith(transport) and not image[len(transport) :].startswith("/"):
                 return {**config, "image": transport + str((self.job_dir / image[len(transport) :]).resolve())}
