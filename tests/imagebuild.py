@@ -17,6 +17,9 @@ API (every function returns a :class:`BuiltImage` unless said otherwise)::
     busybox_image(dest, *, tag="latest", compress=True)
                                               # the standard 3-layer image described at STANDARD_IMAGE
     umoci_busybox_image(dest, *, tag="latest")  # the same idea built by umoci (needs root)
+    busybox_variants(dest, tags, unique_bytes) -> Path
+                                              # images sharing the busybox base, each with its own
+                                              # layer of random bytes (disk budget tests)
     add_index(dest, images, *, tag) -> str    # a multi-platform OCI index over images already in dest
     oci_archive(layout, archive) -> Path      # tar of a layout (the oci-archive: format)
     docker_archive(image, archive, repo_tags) -> Path   # the `docker save` format (uncompressed layers)
@@ -426,3 +429,13 @@ def read_layout_image(layout: Path, tag: str) -> BuiltImage:
         layer_tars=[gzip.decompress(blob(layer["digest"])) for layer in layers],
         layer_media_types=[layer["mediaType"] for layer in layers],
     )
+
+
+def busybox_variants(dest: Path, tags: str | list[str], unique_bytes: int) -> Path:
+    """Images that share the busybox base layer, each with a layer of ``unique_bytes`` random bytes
+    of its own (``data/<tag>``, uncompressed, so blob and unpacked layer both take that much), in
+    one OCI layout at ``dest``; returns the layout (images are ``oci:<layout>:<tag>``)."""
+    base = busybox_layer()
+    for tag in tags:
+        build_image(dest, [base, Layer().file(f"data/{tag}", os.urandom(unique_bytes))], tag=tag, compress=False)
+    return dest

@@ -431,10 +431,17 @@ class Store:
         return ImagePin(fd)
 
     def mounted_layers(self, record: ImageRecord, mounts: str | None = None) -> list[str]:
-        """The layers of ``record`` some mount (a pod's overlay, of any process) uses now."""
+        """The layers of ``record`` when one mount (a pod's overlay, of any process) has all of them.
+
+        That is a pod running from this image; [] otherwise. A mount with only some of them runs
+        another image that shares them, and that image's record keeps the shared layers anyway.
+        """
         if mounts is None:
             mounts = Path("/proc/mounts").read_text()
-        return [layer.digest for layer in record.layers if str(self.layer_dir(layer.digest)) in mounts]
+        dirs = [str(self.layer_dir(layer.digest)) for layer in record.layers]
+        if dirs and any(all(d in line for d in dirs) for line in mounts.splitlines()):
+            return [layer.digest for layer in record.layers]
+        return []
 
     def image_in_use(
         self, record: ImageRecord, referenced: Collection[str] = (), mounts: str | None = None

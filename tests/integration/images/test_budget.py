@@ -4,7 +4,6 @@ against another process that imports images while we evict."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ from nomad_rkt_driver.driver.imaging import Images, ReadyImage
 from nomad_rkt_driver.images import gc
 from nomad_rkt_driver.images.pull import Puller
 from nomad_rkt_driver.images.store import Store
-from tests.imagebuild import Layer, build_image, busybox_layer
+from tests.imagebuild import busybox_variants
 
 REPO = Path(__file__).resolve().parents[3]
 UNIQUE = 4 << 20  # random bytes per image: 4 MiB in its layer blob, 4 MiB more unpacked
@@ -31,10 +30,7 @@ MiB = 1 << 20
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One OCI layout with images a..e: the same busybox base layer, and a layer of their own."""
-    dest = tmp_path_factory.mktemp("budget") / "layout"
-    for tag in "abcde":
-        build_image(dest, [busybox_layer(), Layer().file(f"data/{tag}", os.urandom(UNIQUE))], tag=tag, compress=False)
-    return dest
+    return busybox_variants(tmp_path_factory.mktemp("budget") / "layout", "abcde", UNIQUE)
 
 
 @pytest.fixture
