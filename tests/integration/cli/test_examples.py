@@ -100,12 +100,15 @@ def bridge_run(workdir: Path) -> Iterator[BridgeRun]:
     leases = Path("/var/lib/cni/networks") / conflist["name"]
     made = BridgeRun(workdir, conflist["plugins"][0]["bridge"], PodNetwork(workdir / "data"))
     existed = Path(f"/sys/class/net/{made.bridge}").exists()
+    leases_existed = leases.exists()
     yield made
     on_bridge = output("ip", "-o", "link", "show", "master", made.bridge)
     lease_files = [p.name for p in leases.glob("*") if p.name != "lock" and not p.name.startswith("last_reserved")]
     left = made.pod.leftovers()
     if not existed:  # CNI's bridge plugin keeps the bridge, as docker0 or cni0 stay; the test removes it
         subprocess.run(["ip", "link", "delete", made.bridge], check=False, capture_output=True)
+    if not leases_existed and not lease_files:  # host-local's own lock and last_reserved_ip files
+        shutil.rmtree(leases, ignore_errors=True)
     assert left == [], "the bridge job left network state behind"
     assert on_bridge == "", f"a pod interface is left on {made.bridge}: {on_bridge}"
     assert lease_files == [], "the bridge job left IPAM leases behind"
