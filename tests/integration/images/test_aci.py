@@ -306,3 +306,30 @@ def test_trust_prefix_restricts_the_names_a_task_may_run(world: World, store: St
         prepare(world, store, str(built.path), trust_prefix="example.com/other")
     store_is_empty(store)
     assert prepare(world, store, str(built.path), trust_prefix="example.com").signer is not None
+
+
+def test_an_openpgp_key_kept_in_vault_verifies_acis_of_its_prefix(world: World, store: Store, tmp_path: Path) -> None:
+    from tests.baoserver import ROOT_TOKEN, start
+
+    (tmp_path / "bao").mkdir()
+    bao = start(tmp_path / "bao")
+    try:
+        bao.client().secrets.kv.v2.create_or_update_secret(
+            path="keys/aci", secret={"key": world.stranger.armored.decode()}
+        )
+        built = build_aci(tmp_path / "vault.aci", aci_manifest("vault.example.com/app"))
+        world.stranger.sign(built.path)
+        task = decode(TaskConfig, {"image": str(built.path)}, "task config")
+        base = {"data_dir": str(store.root), "trust_dir": str(world.trust_dir)}
+        vault = {"address": bao.address, "auth": {"token": ROOT_TOKEN}}
+        with pytest.raises(DriverError, match="signature made by unknown entity"):  # no trust block yet
+            Images(store, Puller(store)).prepare(task, decode(PluginConfig, base, "p"), "task config")
+        trusted = decode(
+            PluginConfig,
+            {**base, "vault": vault, "trust": [{"prefix": "vault.example.com", "vault_path": "secret/data/keys/aci"}]},
+            "p",
+        )
+        ready = Images(store, Puller(store)).prepare(task, trusted, "task config")
+        assert ready.signer == f"{world.stranger.fingerprint} (vault:secret/data/keys/aci)"
+    finally:
+        bao.stop()
