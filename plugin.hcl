@@ -44,6 +44,22 @@ plugin "rkt" {
     # Cgroup under which pods are placed when Nomad does not name one.
     cgroup_parent = "/nomad-rkt"
 
+    # Host volumes named by jobs (off by default).
+    volumes {
+      # Whether tasks may bind-mount any host path with volumes = [...]. Off, only relative paths
+      # (inside the allocation dir) are allowed; Nomad's own volume_mount / host_volume mounts
+      # always work.
+      enabled = false
+    }
+
+    # Whether jobs may pass host devices with the task config's devices = [...] (devices Nomad's
+    # device plugins assign are always passed).
+    allow_devices = false
+
+    # Most processes a pod may have (pids cgroup): the default for tasks and the ceiling of their
+    # pids_limit; 0 means no limit.
+    pids_limit = 0
+
     # Vault (or OpenBao) for registry credentials and trust keys.
     vault {
       # Vault address, e.g. https://vault.example.com:8200 (default: VAULT_ADDR).

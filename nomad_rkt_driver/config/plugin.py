@@ -185,6 +185,22 @@ class GCConfig:
 
 
 @dataclass(frozen=True)
+class VolumesConfig:
+    """Host paths that jobs name themselves (the task config's volumes)."""
+
+    enabled: bool = setting(
+        False,
+        "Whether tasks may bind-mount any host path with volumes = [...]. Off, only relative paths "
+        "(inside the allocation dir) are allowed; Nomad's own volume_mount / host_volume mounts always work.",
+    )
+
+
+def _pids_limit(value: int) -> None:
+    if value < 0:
+        raise ValueError(f"must be 0 (no limit) or a positive number of processes, got {value}")
+
+
+@dataclass(frozen=True)
 class PluginConfig:
     """Settings an operator gives the driver in the Nomad agent's configuration."""
 
@@ -256,6 +272,18 @@ class PluginConfig:
         "/nomad-rkt",
         "Cgroup under which pods are placed when Nomad does not name one.",
         validate=_cgroup_parent,
+    )
+    volumes: VolumesConfig = block(VolumesConfig, "Host volumes named by jobs (off by default).")
+    allow_devices: bool = setting(
+        False,
+        "Whether jobs may pass host devices with the task config's devices = [...] "
+        "(devices Nomad's device plugins assign are always passed).",
+    )
+    pids_limit: int = setting(
+        0,
+        "Most processes a pod may have (pids cgroup): the default for tasks and the ceiling of their "
+        "pids_limit; 0 means no limit.",
+        validate=_pids_limit,
     )
     vault: VaultConfig = block(VaultConfig, "Vault (or OpenBao) for registry credentials and trust keys.")
     auth: RegistryAuthConfig = block(RegistryAuthConfig, "Registry credentials for every task.")

@@ -107,6 +107,75 @@ def _extra_hosts(value: tuple[str, ...]) -> None:
         split_extra_host(entry)
 
 
+# The third part of a volume: docker's ro/rw and rkt's readOnly.
+VOLUME_MODES: Final = {"rw": False, "ro": True, "readOnly": True}
+VOLUME_FORM: Final = '"host_path:container_path[:ro]", e.g. "/srv/data:/data:ro"'
+
+
+def split_volume(entry: str) -> tuple[str, str, bool]:
+    """``"host:container[:ro|:rw|:readOnly]"`` → (host, container, readonly); ValueError with the fix.
+
+    The host path may be relative (to the task dir); the container path must be absolute.
+    """
+    parts = entry.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ValueError(f'"{entry}" is not {VOLUME_FORM}')
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in VOLUME_MODES:
+        raise ValueError(f'"{entry}": "{mode}" is not a volume mode; use ro, rw or readOnly (rkt)')
+    if not parts[1].startswith("/") or parts[1].strip("/") == "":
+        raise ValueError(f'"{entry}": the container path "{parts[1]}" must be an absolute path other than "/"')
+    return parts[0], parts[1], VOLUME_MODES[mode]
+
+
+def _volumes(value: tuple[str, ...]) -> None:
+    for entry in value:
+        split_volume(entry)
+
+
+DEVICE_KEYS: Final = ("host_path", "container_path", "cgroup_permissions")
+
+
+def split_device(entry: dict[str, str]) -> tuple[str, str, str]:
+    """A docker-style device map → (host_path, container_path, permissions); ValueError with the fix.
+
+    ``container_path`` defaults to ``host_path``, ``cgroup_permissions`` to ``"rwm"``.
+    """
+    unknown = sorted(set(entry) - set(DEVICE_KEYS))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not a device key; use {', '.join(DEVICE_KEYS)}")
+    host = entry.get("host_path", "")
+    if not host.startswith("/"):
+        raise ValueError(f'host_path "{host}" must be an absolute path on the host, e.g. "/dev/fuse"')
+    container = entry.get("container_path") or host
+    if not container.startswith("/"):
+        raise ValueError(f'container_path "{container}" must be an absolute path in the pod')
+    permissions = entry.get("cgroup_permissions") or "rwm"
+    if set(permissions) - set("rwm"):
+        raise ValueError(f'cgroup_permissions "{permissions}" must be letters of "rwm" (read, write, mknod)')
+    return host, container, permissions
+
+
+def _devices(value: tuple[dict[str, str], ...]) -> None:
+    for i, entry in enumerate(value):
+        try:
+            split_device(entry)
+        except ValueError as exc:
+            raise ValueError(f"[{i}]: {exc}") from None
+
+
+def _non_negative(value: int) -> None:
+    if value < 0:
+        raise ValueError(f"must be 0 (the default) or more, got {value}")
+
+
+def _oom_score_adj(value: int) -> None:
+    if not 0 <= value <= 1000:
+        raise ValueError(
+            f"must be between 0 and 1000 (a larger value makes the task the OOM killer's first pick), got {value}"
+        )
+
+
 def _caps(value: tuple[str, ...]) -> None:
     for cap in value:
         if not re.match(r"^(CAP_)?[A-Z_]+$|^ALL$", cap.upper()):
@@ -193,6 +262,28 @@ class TaskConfig:
     cap_add: tuple[str, ...] = setting([], "Capabilities to add (must be in the plugin's allow_caps).", validate=_caps)
     cap_drop: tuple[str, ...] = setting([], 'Capabilities to drop ("ALL" drops every one).', validate=_caps)
     privileged: bool = setting(False, "All capabilities, no seccomp and no masked paths (the plugin must allow it).")
+    volumes: tuple[str, ...] = setting(
+        [],
+        'Host paths to bind-mount, "host_path:container_path[:ro]" (rkt\'s ":readOnly" and docker\'s ":rw" too). '
+        "A relative host path is inside the task dir and always allowed; any other path needs the plugin's "
+        "volumes { enabled = true }.",
+        validate=_volumes,
+    )
+    devices: tuple[dict[str, str], ...] = setting(
+        [],
+        'Host devices, docker style: [{ host_path = "/dev/fuse", container_path = "/dev/fuse", '
+        'cgroup_permissions = "rwm" }] (container_path defaults to host_path, permissions to "rwm"); '
+        "needs the plugin's allow_devices.",
+        validate=_devices,
+    )
+    pids_limit: int = setting(
+        0, "Most processes the pod may have; 0 means the plugin's pids_limit (none by default).", validate=_non_negative
+    )
+    oom_score_adj: int = setting(
+        0,
+        "The task's oom_score_adj, 0-1000 (0: Nomad's value, else 0); tasks never inherit the agent's own value.",
+        validate=_oom_score_adj,
+    )
     no_overlay: bool = setting(False, "Copy the image layers into the pod instead of mounting overlayfs.")
     force_pull: bool = setting(False, "Fetch the image's manifests again even if the image is stored.")
     image_pull_timeout: Duration = setting(

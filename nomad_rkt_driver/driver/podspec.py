@@ -15,18 +15,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from nomad_rkt_driver.config.plugin import PluginConfig
-from nomad_rkt_driver.config.task import TaskConfig
+from nomad_rkt_driver.config.task import TaskConfig, split_device, split_volume
 from nomad_rkt_driver.driver.insecure import expand
-from nomad_rkt_driver.errors import InvalidConfig, NotImplementedYet
+from nomad_rkt_driver.errors import InvalidArgument, InvalidConfig
 from nomad_rkt_driver.images.imageconfig import ImageDefaults
 from nomad_rkt_driver.network import ports
 from nomad_rkt_driver.network.attach import Attachment, NetworkRequest
 from nomad_rkt_driver.network.dns import DnsConfig
 from nomad_rkt_driver.runtime.records import pod_id_for
-from nomad_rkt_driver.runtime.spec import Bind, PodSpec, Resources
-from nomad_rkt_driver.types import NetworkMode, TaskRequest
+from nomad_rkt_driver.runtime.spec import Bind, Device, PodSpec, Resources, host_device
+from nomad_rkt_driver.types import Mount, NetworkMode, TaskRequest
 
 MIB = 1 << 20
+# Nomad's volume_mount propagation_mode values → OCI bind propagation ("" is Nomad's old default).
+PROPAGATION = {"": "rprivate", "private": "rprivate", "host-to-task": "rslave", "bidirectional": "rshared"}
 
 
 def build(
@@ -49,8 +51,10 @@ def build(
         gid=gid,
         hostname=cfg.hostname or _hostname(task.name),
         readonly_rootfs=cfg.readonly_rootfs,
-        binds=_binds(task) + _network_binds(network),
-        resources=_resources(task),
+        binds=_binds(task) + _nomad_mounts(task.mounts) + _volumes(task, cfg, plugin, where) + _network_binds(network),
+        devices=_nomad_devices(task) + _devices(cfg, plugin, where),
+        resources=_resources(task, cfg, plugin, where),
+        nomad_cgroup=task.resources.cpuset_cgroup,
         netns=network.netns,
         privileged=_privileged(cfg, plugin, where),
         cap_add=_cap_add(cfg, plugin, where),
@@ -135,16 +139,105 @@ def _binds(task: TaskRequest) -> tuple[Bind, ...]:
         ):
             if os.path.isdir(source):
                 binds.append(Bind(source, target))
-    binds.extend(Bind(m.host_path, m.task_path, m.readonly) for m in task.mounts)
-    if task.devices:
-        raise NotImplementedYet("devices are not supported by the rkt driver yet")
     return tuple(binds)
 
 
-def _resources(task: TaskRequest) -> Resources:
+def _nomad_mounts(mounts: tuple[Mount, ...]) -> tuple[Bind, ...]:
+    """Nomad's volume_mount / CSI / host_volume mounts, always allowed (Nomad decided them)."""
+    binds = []
+    for m in mounts:
+        propagation = PROPAGATION.get(m.propagation_mode)
+        if propagation is None:
+            raise InvalidArgument(
+                f"mount {m.host_path} -> {m.task_path}: propagation_mode {m.propagation_mode!r} is not one of "
+                "private, host-to-task, bidirectional"
+            )
+        binds.append(Bind(m.host_path, m.task_path, m.readonly, propagation))
+    return tuple(binds)
+
+
+def _inside(path: str, directory: str) -> bool:
+    return os.path.commonpath([path, directory]) == directory
+
+
+def _volumes(task: TaskRequest, cfg: TaskConfig, plugin: PluginConfig, where: str) -> tuple[Bind, ...]:
+    """The job's ``volumes``: any host path when the plugin enables volumes; otherwise only paths
+    that stay inside the allocation dir (relative ones are relative to the task dir, as docker's)."""
+    binds = []
+    alloc_dir = os.path.realpath(task.alloc_dir) if task.alloc_dir else ""
+    for i, entry in enumerate(cfg.volumes):
+        attribute = f"volumes[{i}]"
+        host, target, readonly = split_volume(entry)
+        if not os.path.isabs(host) and not task.alloc_dir:
+            raise InvalidConfig(where, attribute, f'"{entry}": a relative host path needs the task dir Nomad gives')
+        source = os.path.normpath(os.path.join(task.alloc_dir, task.name, host))  # join keeps an absolute host
+        enabled = plugin.volumes.enabled
+        if not enabled and not (alloc_dir and _inside(os.path.realpath(source), alloc_dir)):
+            raise InvalidConfig(
+                where,
+                attribute,
+                f'"{entry}": host volumes are disabled on this client and {source} is outside the allocation '
+                'dir; an operator must set volumes { enabled = true } in the agent\'s plugin "rkt" config, or use '
+                "a path relative to the task dir or Nomad's host_volume with volume_mount",
+            )
+        if not os.path.exists(source):
+            raise InvalidConfig(
+                where, attribute, f'"{entry}": the host path {source} does not exist; create it or fix the path'
+            )
+        # Without the operator's consent, bind the resolved path, so a symlink cannot lead outside later.
+        binds.append(Bind(source if enabled else os.path.realpath(source), target, readonly))
+    return tuple(binds)
+
+
+def _nomad_devices(task: TaskRequest) -> tuple[Device, ...]:
+    """Devices Nomad's device plugins assigned to the task (always allowed)."""
+    devices = []
+    for d in task.devices:
+        try:
+            node = host_device(d.host_path, d.cgroup_permissions or "rwm")
+        except FileNotFoundError:
+            raise InvalidArgument(
+                f"device {d.host_path} (assigned by Nomad for {d.task_path or d.host_path}) does not exist on "
+                "this host; check the device plugin"
+            ) from None
+        except ValueError as exc:
+            raise InvalidArgument(f"device assigned by Nomad: {exc}") from None
+        devices.append(replace(node, path=d.task_path or d.host_path))
+    return tuple(devices)
+
+
+def _devices(cfg: TaskConfig, plugin: PluginConfig, where: str) -> tuple[Device, ...]:
+    """The job's own ``devices`` (docker's form), when the plugin allows them."""
+    if cfg.devices and not plugin.allow_devices:
+        raise InvalidConfig(
+            where,
+            "devices",
+            "this client does not let jobs pass host devices; an operator must set allow_devices = true "
+            "in the agent's plugin \"rkt\" config (devices from Nomad's device plugins need no setting)",
+        )
+    devices = []
+    for i, entry in enumerate(cfg.devices):
+        host, target, permissions = split_device(entry)
+        try:
+            node = host_device(host, permissions)
+        except FileNotFoundError:
+            raise InvalidConfig(where, f"devices[{i}].host_path", f'"{host}" does not exist on this host') from None
+        except ValueError as exc:
+            raise InvalidConfig(where, f"devices[{i}].host_path", str(exc)) from None
+        devices.append(replace(node, path=target))
+    return tuple(devices)
+
+
+def _resources(task: TaskRequest, cfg: TaskConfig, plugin: PluginConfig, where: str) -> Resources:
     res = task.resources
     limit = res.memory_limit_bytes or res.memory_max_mb * MIB or res.memory_mb * MIB
     reservation = res.memory_mb * MIB if res.memory_max_mb > res.memory_mb else 0
+    if plugin.pids_limit and cfg.pids_limit > plugin.pids_limit:
+        raise InvalidConfig(
+            where,
+            "pids_limit",
+            f"{cfg.pids_limit} is above this client's ceiling of {plugin.pids_limit} (the plugin's pids_limit)",
+        )
     return Resources(
         memory_limit_bytes=limit,
         memory_reservation_bytes=reservation,
@@ -152,7 +245,9 @@ def _resources(task: TaskRequest) -> Resources:
         cpu_quota_us=res.cpu_quota,
         cpu_period_us=res.cpu_period,
         cpuset_cpus=res.cpuset_cpus,
-        oom_score_adj=res.oom_score_adj or None,
+        pids_limit=cfg.pids_limit or plugin.pids_limit,
+        # Always explicit: the task must not inherit the agent's own (often -1000) value.
+        oom_score_adj=cfg.oom_score_adj or res.oom_score_adj,
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from nomad_rkt_driver.errors import FailedPrecondition
 from nomad_rkt_driver.runtime.probe import CGROUP_ROOT
 from nomad_rkt_driver.types import MemoryUsage
 
@@ -57,6 +58,74 @@ def version(root: str = CGROUP_ROOT) -> int:
 def v1_dir(controller: str, cgroups_path: str, root: str = CGROUP_ROOT) -> Path:
     """``/sys/fs/cgroup/<controller>/<cgroups_path>``."""
     return Path(root, controller, cgroups_path.lstrip("/"))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a pod's cgroup goes.
+
+    ``cgroups_path`` is the pod's own cgroup (runc creates it; destroy removes it). On cgroup v1,
+    ``join_cpuset`` is the cpuset cgroup Nomad asked for: the pod's first process is moved into it
+    before it starts, as Nomad's executor does, and it is never removed by the driver.
+    """
+
+    cgroups_path: str
+    join_cpuset: Path | None = None
+
+
+def _relative(nomad_cgroup: str, hierarchy: Path, root: str) -> str:
+    """Nomad's cgroup path relative to ``hierarchy``: Nomad gives a filesystem path under the
+    cgroup mount (``/sys/fs/cgroup/cpuset/nomad/share``, ``/sys/fs/cgroup/nomad.slice/...``);
+    a path elsewhere is taken as relative to the hierarchy."""
+    path = Path(nomad_cgroup)
+    if ".." in path.parts:
+        raise FailedPrecondition(f"Nomad's cgroup path {nomad_cgroup!r} must not contain '..'")
+    if path.is_relative_to(hierarchy):
+        return "/" + str(path.relative_to(hierarchy)).strip("/.")
+    if path.is_relative_to(root):
+        raise FailedPrecondition(f"Nomad's cgroup path {nomad_cgroup!r} is not in the {hierarchy} hierarchy")
+    return "/" + nomad_cgroup.strip("/")
+
+
+def placement(pod_id: str, own_parent: str, nomad_cgroup: str = "", root: str = CGROUP_ROOT) -> Placement:
+    """The pod's cgroup: ``<own_parent>/<pod_id>`` unless Nomad names one (LinuxResources.cpuset_cgroup).
+
+    cgroup v2: the pod's cgroup is a child of Nomad's (``<nomad cgroup>/<pod_id>``), so Nomad's
+    limits, cpuset partition and kill apply, while the cgroup Nomad made is never removed by us.
+    cgroup v1: Nomad's path names a cpuset cgroup only (often shared by all tasks, ``nomad/share``,
+    where a child would pin its cores); the pod keeps its own cgroup for the other controllers and
+    joins Nomad's cpuset cgroup directly. Raises FailedPrecondition when Nomad's cgroup is missing.
+    """
+    own = f"{'/' + own_parent.strip('/') if own_parent.strip('/') else ''}/{pod_id}"
+    if not nomad_cgroup:
+        return Placement(own)
+    if version(root) == 2:
+        rel = _relative(nomad_cgroup, Path(root), root)
+        where, result = Path(root, rel.lstrip("/")), Placement(f"{rel.rstrip('/')}/{pod_id}")
+    else:
+        rel = _relative(nomad_cgroup, Path(root, "cpuset"), root)
+        where = v1_dir("cpuset", rel, root)
+        result = Placement(own, where)
+    if rel == "/" or not where.is_dir():
+        raise FailedPrecondition(
+            f"the cgroup Nomad asked for, {nomad_cgroup}, does not exist on this host ({where}); "
+            "Nomad creates it before starting a task, so check the client's cgroup setup",
+            recoverable=True,
+        )
+    return result
+
+
+def join(group: Path, pid: int, cpus: str = "") -> None:
+    """Move ``pid`` into the v1 cgroup dir ``group``, first writing ``cpus`` to its cpuset.cpus when
+    given (Nomad's reserved cores, as its executor does); raises FailedPrecondition."""
+    try:
+        if cpus:
+            (group / "cpuset.cpus").write_text(cpus)
+        (group / "cgroup.procs").write_text(str(pid))
+    except OSError as exc:
+        raise FailedPrecondition(
+            f"cannot place the pod's process {pid} in Nomad's cgroup {group}: {exc.strerror or exc}", recoverable=True
+        ) from exc
 
 
 def existing_dirs(cgroups_path: str, root: str = CGROUP_ROOT) -> list[Path]:

@@ -107,7 +107,8 @@ class Pods:
         for bind in spec.binds:
             if not os.path.exists(bind.source):
                 raise InvalidArgument(f"mount source {bind.source} (for {bind.destination}) does not exist on the host")
-        spec = replace(spec, cgroups_path=spec.cgroups_path or f"{self.cgroup_parent}/{spec.pod_id}")
+        place = cgroups.placement(spec.pod_id, self.cgroup_parent, spec.nomad_cgroup)
+        spec = replace(spec, cgroups_path=spec.cgroups_path or place.cgroups_path)
         config = build_config(spec, "rootfs", host_limits())
         paths = self._paths(pod_dir)
         with contextlib.ExitStack() as undo:
@@ -129,6 +130,8 @@ class Pods:
             # cgroup lock, ~10 ms here; overlapped, it costs StartTask nothing: docs/benchmarks.md)
             cgroupmove.move(monitor.detached(), self.monitors_cgroup)
             container_pid = monitor.created()
+            if place.join_cpuset is not None:  # cgroup v1: Nomad's cpuset cgroup, before the task runs
+                cgroups.join(place.join_cpuset, container_pid, spec.resources.cpuset_cpus)
             record = self._record(spec, bundle.path, paths, container_pid, stdout_path, stderr_path)
             write_atomic(pod_dir / "pod.json", record.to_json())
             self.runc.start(spec.pod_id, container_pid)

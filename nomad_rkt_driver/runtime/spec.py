@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -22,13 +23,38 @@ SHM_SIZE_BYTES: Final = 64 * 1024 * 1024
 RLIMIT_NAMES: Final = tuple(n for n in dir(resource) if n.startswith("RLIMIT_"))
 
 
+PROPAGATIONS: Final = ("rprivate", "rslave", "rshared")
+
+
 @dataclass(frozen=True)
 class Bind:
-    """A host path bind-mounted into the pod (alloc/local/secrets dirs, Nomad mounts, volumes)."""
+    """A host path bind-mounted into the pod (alloc/local/secrets dirs, Nomad mounts, volumes).
+
+    ``propagation``: ``rprivate`` (the default), ``rslave`` (host mounts below the source appear
+    in the pod) or ``rshared`` (and the pod's mounts there appear on the host).
+    """
 
     source: str
     destination: str
     readonly: bool = False
+    propagation: str = "rprivate"
+
+
+@dataclass(frozen=True)
+class Device:
+    """A host device node made inside the pod at ``path`` and allowed by the devices cgroup.
+
+    ``kind`` is ``c`` (character) or ``b`` (block); ``access`` a subset of ``rwm``.
+    """
+
+    path: str
+    kind: str
+    major: int
+    minor: int
+    file_mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+    access: str = "rwm"
 
 
 @dataclass(frozen=True)
@@ -62,7 +88,8 @@ class PodSpec:
     host's, an absolute path joins that namespace (e.g. one Nomad or CNI created).
     ``insecure_options``: rkt's values; ``capabilities``/``paths``/``seccomp``/``all-run``/``all``
     switch the matching protection off (fetch-only values such as ``image`` are ignored here).
-    ``cgroups_path`` empty → the pods facade chooses one.
+    ``cgroups_path`` empty → the pods facade chooses one (see ``nomad_cgroup``).
+    ``nomad_cgroup``: the cgroup Nomad wants the task in (LinuxResources.cpuset_cgroup), or ``""``.
     """
 
     pod_id: str
@@ -75,8 +102,10 @@ class PodSpec:
     hostname: str = ""
     readonly_rootfs: bool = False
     binds: tuple[Bind, ...] = ()
+    devices: tuple[Device, ...] = ()
     resources: Resources = field(default_factory=Resources)
     cgroups_path: str = ""
+    nomad_cgroup: str = ""
     netns: str = ""
     privileged: bool = False
     cap_add: tuple[str, ...] = ()
@@ -100,6 +129,31 @@ def host_limits() -> HostLimits:
     with open("/proc/self/status", encoding="ascii") as f:
         caps = security.bounding_caps(f.read())
     return HostLimits(hard_rlimits=hard, caps=caps)
+
+
+def host_device(path: str, access: str = "rwm") -> Device:
+    """The device node at ``path`` on this host (symlinks followed), to be made at the same path.
+
+    Raises FileNotFoundError when it does not exist and ValueError when it is not a character or
+    block device; callers turn both into errors naming their own attribute.
+    """
+    info = os.stat(path)
+    if stat.S_ISCHR(info.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(info.st_mode):
+        kind = "b"
+    else:
+        raise ValueError(f"{path} is not a character or block device")
+    return Device(
+        path=path,
+        kind=kind,
+        major=os.major(info.st_rdev),
+        minor=os.minor(info.st_rdev),
+        file_mode=stat.S_IMODE(info.st_mode),
+        uid=info.st_uid,
+        gid=info.st_gid,
+        access=access,
+    )
 
 
 def process_block(spec: PodSpec) -> dict[str, Any]:
@@ -165,16 +219,49 @@ def standard_mounts() -> list[dict[str, Any]]:
 
 
 def bind_mount(bind: Bind) -> dict[str, Any]:
-    """One ``rbind`` mount entry; raises InvalidArgument for relative paths."""
+    """One ``rbind`` mount entry; raises InvalidArgument for relative paths or an unknown propagation."""
     if not os.path.isabs(bind.source) or not os.path.isabs(bind.destination):
         raise InvalidArgument(f"mount {bind.source!r} -> {bind.destination!r}: both paths must be absolute")
+    if bind.propagation not in PROPAGATIONS:
+        raise InvalidArgument(
+            f"mount {bind.source!r} -> {bind.destination!r}: propagation {bind.propagation!r} "
+            f"is not one of {', '.join(PROPAGATIONS)}"
+        )
     mode = "ro" if bind.readonly else "rw"
     return {
         "destination": bind.destination,
         "type": "bind",
         "source": bind.source,
-        "options": ["rbind", "rprivate", mode],
+        "options": ["rbind", bind.propagation, mode],
     }
+
+
+def rootfs_propagation(binds: tuple[Bind, ...]) -> str:
+    """``linux.rootfsPropagation``: ``rshared`` when a bind must share mounts back to the host
+    (runc needs the root shared for that), else ``""`` (runc's own default, rslave)."""
+    return "rshared" if any(b.propagation == "rshared" for b in binds) else ""
+
+
+def device_entry(device: Device) -> dict[str, Any]:
+    """One ``linux.devices`` node; raises InvalidArgument for a relative path or a bad kind/access."""
+    if not os.path.isabs(device.path) or device.kind not in ("c", "b"):
+        raise InvalidArgument(f"device {device.path!r}: needs an absolute path and kind 'c' or 'b'")
+    if not device.access or set(device.access) - set("rwm"):
+        raise InvalidArgument(f"device {device.path!r}: access {device.access!r} must be letters of 'rwm'")
+    return {
+        "path": device.path,
+        "type": device.kind,
+        "major": device.major,
+        "minor": device.minor,
+        "fileMode": device.file_mode,
+        "uid": device.uid,
+        "gid": device.gid,
+    }
+
+
+def device_rule(device: Device) -> dict[str, Any]:
+    """The devices-cgroup rule that lets the pod use ``device`` with its access."""
+    return {"allow": True, "type": device.kind, "major": device.major, "minor": device.minor, "access": device.access}
 
 
 def mounts_block(spec: PodSpec) -> list[dict[str, Any]]:
@@ -182,9 +269,13 @@ def mounts_block(spec: PodSpec) -> list[dict[str, Any]]:
     return standard_mounts() + [bind_mount(b) for b in spec.binds]
 
 
-def resources_block(res: Resources, *, privileged: bool) -> dict[str, Any]:
-    """``linux.resources``: memory, CPU, cpuset and pids limits; devices denied unless privileged."""
-    out: dict[str, Any] = {"devices": [{"allow": privileged, "access": "rwm"}]}
+def resources_block(res: Resources, *, privileged: bool, devices: tuple[Device, ...] = ()) -> dict[str, Any]:
+    """``linux.resources``: memory, CPU, cpuset and pids limits; devices denied unless privileged
+    or listed (runc adds its default nodes, /dev/null and friends, itself)."""
+    rules = [{"allow": privileged, "access": "rwm"}]
+    if not privileged:
+        rules += [device_rule(d) for d in devices]
+    out: dict[str, Any] = {"devices": rules}
     memory = {"limit": res.memory_limit_bytes, "reservation": res.memory_reservation_bytes}
     memory = {k: v for k, v in memory.items() if v > 0}
     if memory:
@@ -236,10 +327,15 @@ def build_config(spec: PodSpec, rootfs: str, host: HostLimits) -> dict[str, Any]
     sec_process, sec_linux = security_blocks(spec, host.caps)
     process.update(sec_process)
     linux: dict[str, Any] = {
-        "resources": resources_block(spec.resources, privileged=spec.privileged),
+        "resources": resources_block(spec.resources, privileged=spec.privileged, devices=spec.devices),
         "namespaces": namespaces_block(spec.netns),
         **sec_linux,
     }
+    if spec.devices:
+        linux["devices"] = [device_entry(d) for d in spec.devices]
+    propagation = rootfs_propagation(spec.binds)
+    if propagation:
+        linux["rootfsPropagation"] = propagation
     if spec.cgroups_path:
         linux["cgroupsPath"] = spec.cgroups_path
     if spec.resources.oom_score_adj is not None:

@@ -89,11 +89,12 @@ def task_config(alloc: Alloc, image: str, **cfg: Any) -> driver_pb2.TaskConfig:
     )
 
 
-def set_config(plugin: Plugin, data_dir: Path) -> None:
+def set_config(plugin: Plugin, data_dir: Path, **extra: Any) -> None:
+    """The tests' plugin config; ``extra`` sets more options, e.g. ``volumes={"enabled": True}``."""
     cores = [base_pb2.ClientTopologyCore(core_id=i, base_speed=2000) for i in range(2)]
     plugin.base.SetConfig(
         base_pb2.SetConfigRequest(
-            msgpack_config=encode(PluginConfig, data_dir=str(data_dir), cgroup_parent=CGROUP_PARENT),
+            msgpack_config=encode(PluginConfig, data_dir=str(data_dir), cgroup_parent=CGROUP_PARENT, **extra),
             plugin_api_version="v0.1.0",
             nomad_config=base_pb2.NomadConfig(
                 driver=base_pb2.NomadDriverConfig(Topology=base_pb2.ClientTopology(cores=cores))
