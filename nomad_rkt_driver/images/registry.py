@@ -274,7 +274,7 @@ class RegistryClient:
             )
         return RegistryTLSError(
             f"TLS to registry {self.registry} failed: {_short(exc)}; give the registry's CA certificate "
-            '(tls CA bundle option) or, only if you accept the risk, set insecure_options = ["tls"]'
+            '(the plugin\'s tls_ca_file option) or, only if you accept the risk, set insecure_options = ["tls"]'
         )
 
     def _sleep(self, attempt: int, retry_after: str | None, why: str, what: str) -> None:
