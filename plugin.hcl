@@ -113,6 +113,18 @@ plugin "rkt" {
       image = true
       # How long an unused image is kept (a restart reuses it).
       image_delay = "3m"
+      # Reconcile pods and networks no task claims.
+      dangling_pods {
+        # Remove pods that no task of this plugin claims, and networks without a pod.
+        enabled = true
+        # Only log what would be removed.
+        dry_run = false
+        # How often the reconciler runs (at least 1s).
+        period = "5m"
+        # Nothing younger than this is removed, and nothing before the plugin has been up this
+        # long (Nomad recovers its tasks first).
+        creation_grace = "5m"
+      }
       # Disk budget of the image store, e.g. "10GiB" or "500GB" (IEC or SI units): after a pull
       # and after image GC, the least recently used images no task uses are removed until the
       # store fits. Unset: no budget.

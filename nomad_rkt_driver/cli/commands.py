@@ -84,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("--prefix", help='image name prefix, e.g. "example.com/app"')
     scope.add_argument("--root", action="store_true", help="trust the key for every image")
     trust_add.add_argument("--plugin-config", type=Path, default=None)
+    gc = sub.add_parser(
+        "gc",
+        help="remove dangling pods (exited, lost, or of a runner that is gone) and pod networks without a pod",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
+    gc.add_argument(
+        "--force",
+        action="store_true",
+        help="also remove running pods of a Nomad agent whose plugin is not running (it will not recover them)",
+    )
+    gc.add_argument("--plugin-config", type=Path, default=None)
     validate = sub.add_parser("validate", help="check the rkt task configs of job files against the driver's schema")
     validate.add_argument("jobfiles", type=Path, nargs="+")
     _variable_flags(validate)
@@ -152,6 +163,8 @@ def _operate(opts: argparse.Namespace) -> int:
         return operator.image_rm(config, opts.name)
     if opts.command == "image" and opts.image_command == "gc":
         return operator.image_gc(config, dry_run=opts.dry_run, to_budget=opts.to_budget)
+    if opts.command == "gc":
+        return operator.gc(config, dry_run=opts.dry_run, force=opts.force)
     if opts.command == "fetch":
         options = [o.strip() for o in opts.insecure_options.split(",") if o.strip()]
         return operator.fetch(config, opts.image, options)

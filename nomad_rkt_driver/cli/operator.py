@@ -1,5 +1,5 @@
 """Operator commands for what runs on this host, whoever started it (a Nomad agent or `run`):
-pods (`list`, `status`), images (`image list`, `image rm`, `image gc`, `fetch`) and trust (`trust add`).
+pods (`list`, `status`, `gc`), images (`image list`, `image rm`, `image gc`, `fetch`) and trust (`trust add`).
 They read the driver's data dir directly; the tables are for people, --json for scripts."""
 
 from __future__ import annotations
@@ -103,6 +103,40 @@ def pod_status(config: PluginConfig, pod_id: str, as_json: bool) -> int:
         print(f"exit     code {r.exit_code}, signal {r.signal}{', OOM killed' if r.oom_killed else ''}")
     print(f"bundle   {record.bundle}\ncgroup   {record.cgroups_path}\nmonitor  pid {record.conmon_pid}")
     return 0
+
+
+def gc(config: PluginConfig, *, dry_run: bool, force: bool) -> int:
+    """The operator's reconcile pass (no plugin needed); 1 when a removal failed."""
+    from nomad_rkt_driver.driver.reconcile import judge_for_operator, plan, remove
+    from nomad_rkt_driver.network.attach import PodNetworks
+
+    pods = _pods(config)
+    networks = PodNetworks(
+        Path(config.data_dir) / "network", config.cni_path, config.cni_config_dir, config.default_network_subnet
+    )
+    grace = float(config.gc.dangling_pods.creation_grace)
+    failed = 0
+    for decision in plan(pods, networks, lambda found: judge_for_operator(found, grace, force), grace):
+        what = f"{decision.what} {decision.pod_id}: {decision.reason}"
+        if not decision.remove:
+            print(f"kept          {what}")
+            continue
+        if dry_run:
+            print(f"would remove  {what}")
+            continue
+        if decision.reason.endswith("(--force)"):
+            print(
+                f"nomad-rkt-driver: warning: removing a running pod of the Nomad agent: {decision.pod_id}",
+                file=sys.stderr,
+            )
+        try:
+            remove(pods, networks, decision)
+        except (OSError, DriverError) as exc:
+            print(f"nomad-rkt-driver: could not remove {what}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"removed       {what}")
+    return 1 if failed else 0
 
 
 def _when(epoch: Any) -> str:

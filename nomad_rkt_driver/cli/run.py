@@ -34,6 +34,7 @@ from nomad_rkt_driver.config.plugin import WHERE as PLUGIN_WHERE
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+from nomad_rkt_driver.runtime.owners import RUNNER_ENV
 
 MIB = 1 << 20
 
@@ -272,7 +273,8 @@ def run_job(job: JobSpec, job_path: Path, plugin_config: Path | None) -> int:
     previous = signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     try:
-        with PluginProcess() as plugin:
+        # The runner's pods are marked as its own: an agent's plugin sharing the data dir leaves them alone.
+        with PluginProcess(env={**os.environ, RUNNER_ENV: str(os.getpid())}) as plugin:
             runner.set_config(plugin)
             watcher = runner.watch_events(plugin)
             try:

@@ -161,14 +161,45 @@ def _image_store_max(value: str) -> None:
         raise ValueError(f'"{value}" leaves no room for any image; give a size such as "10GiB", or leave it unset')
 
 
+def _reconcile_period(value: Duration) -> None:
+    if value < 1:
+        raise ValueError(f'must be at least 1s (got "{value.go_string()}"); the default is "5m"')
+
+
+def _creation_grace(value: Duration) -> None:
+    if value < 1:
+        raise ValueError(
+            f'must be at least 1s (got "{value.go_string()}"); the default is "5m", and a grace shorter than a '
+            "StartTask lets the reaper race it"
+        )
+
+
+@dataclass(frozen=True)
+class DanglingPodsConfig:
+    """The reconciler that removes pods no task claims (docker's dangling_containers)."""
+
+    enabled: bool = setting(True, "Remove pods that no task of this plugin claims, and networks without a pod.")
+    dry_run: bool = setting(False, "Only log what would be removed.")
+    period: Duration = setting(
+        Duration(300.0), "How often the reconciler runs (at least 1s).", validate=_reconcile_period
+    )
+    creation_grace: Duration = setting(
+        Duration(300.0),
+        "Nothing younger than this is removed, and nothing before the plugin has been up this long "
+        "(Nomad recovers its tasks first).",
+        validate=_creation_grace,
+    )
+
+
 @dataclass(frozen=True)
 class GCConfig:
-    """Garbage collection of images no task uses any more."""
+    """Garbage collection of images no task uses any more, and of dangling pods."""
 
     image: bool = setting(True, "Remove an image from the store once no task has used it for image_delay.")
     image_delay: Duration = setting(
         Duration(180.0), "How long an unused image is kept (a restart reuses it).", validate=_image_delay
     )
+    dangling_pods: DanglingPodsConfig = block(DanglingPodsConfig, "Reconcile pods and networks no task claims.")
     image_store_max: str | None = setting(
         None,
         'Disk budget of the image store, e.g. "10GiB" or "500GB" (IEC or SI units): after a pull and after '
@@ -181,7 +212,6 @@ class GCConfig:
     def image_store_max_bytes(self) -> int | None:
         """The budget in bytes, or None without one."""
         return None if self.image_store_max is None else parse_size(self.image_store_max)
-
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument
 if TYPE_CHECKING:  # the config and domain types are built on first use, not at plugin start
     from nomad_rkt_driver.config.plugin import PluginConfig
     from nomad_rkt_driver.driver.execstream import ExecStream
+    from nomad_rkt_driver.driver.reconcile import Reconciler
     from nomad_rkt_driver.driver.tasks import TaskManager
     from nomad_rkt_driver.network.ports import DriverNetwork
     from nomad_rkt_driver.types import (
@@ -60,6 +61,8 @@ class RktDriver:
         self._changed = asyncio.Condition()
         self._tasks: TaskManager | None = None
         self._healthy_at: tuple[float, int, Fingerprint] | None = None
+        self._started = time.monotonic()  # the dangling-pod grace counts from here
+        self._reconciler: Reconciler | None = None
 
     # -- configuration -------------------------------------------------------------------
 
@@ -93,7 +96,15 @@ class RktDriver:
         async with self._changed:
             self._generation += 1
             self._changed.notify_all()
+        self._reconcile().configure()  # a timer only: the first pass is one period away
         log.debug("plugin configured", extra={"runtime": config.runtime, "data_dir": config.data_dir})
+
+    def _reconcile(self) -> Reconciler:
+        if self._reconciler is None:
+            from nomad_rkt_driver.driver.reconcile import Reconciler
+
+            self._reconciler = Reconciler(self._manager, lambda: self.config, self._started)
+        return self._reconciler
 
     def capabilities(self) -> Capabilities:
         from nomad_rkt_driver.driver.capabilities import CAPABILITIES

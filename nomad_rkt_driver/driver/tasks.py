@@ -36,10 +36,10 @@ from nomad_rkt_driver.images.pull import Puller, PullProgress
 from nomad_rkt_driver.images.store import Store
 from nomad_rkt_driver.network import ports
 from nomad_rkt_driver.network.attach import PodNetworks
-from nomad_rkt_driver.runtime import execs
+from nomad_rkt_driver.runtime import execs, owners
 from nomad_rkt_driver.runtime.pods import PodLost, Pods
 from nomad_rkt_driver.runtime.probe import locate
-from nomad_rkt_driver.runtime.records import exit_result_from_status
+from nomad_rkt_driver.runtime.records import PodRecord, PodStatus, exit_result_from_status, pod_id_for
 from nomad_rkt_driver.types import (
     ExitResult,
     ResourceUsage,
@@ -84,6 +84,9 @@ class TaskManager:
         self._tasks: TaskStore[Task] = TaskStore()
         self._pods: dict[str, Pods] = {}
         self._images: dict[str, Images] = {}
+        self.owner = owners.this_process()  # written into each pod's owner mark (reconcile.py)
+        self._busy: set[str] = set()  # pods being started or recovered: never dangling
+        self._reaping: set[str] = set()  # pods the reconciler is removing: not recoverable
 
     async def _run(self, work: Callable[[], R]) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
@@ -139,6 +142,14 @@ class TaskManager:
         """Fetch the image and start the pod; returns the driver_state for Nomad's handle."""
         if self._tasks.get(request.id) is not None:
             raise FailedPrecondition(f"task {request.id} is already running in the rkt driver")
+        pod_id = pod_id_for(request.id)
+        self._busy.add(pod_id)
+        try:
+            return await self._start(request, cfg, plugin, where)
+        finally:
+            self._busy.discard(pod_id)
+
+    async def _start(self, request: TaskRequest, cfg: TaskConfig, plugin: PluginConfig, where: str) -> bytes:
         loop = asyncio.get_running_loop()
         images = self._images_for(plugin)
         state_dir = str(Path(plugin.data_dir) / "pods")
@@ -193,11 +204,15 @@ class TaskManager:
         attachment = await self._run(lambda: networks.setup(net_request, where))
         try:
             spec = podspec.build(request, cfg, ready.defaults, ready.lower_dirs, plugin, where, attachment)
-            record = await self._run(
-                lambda: pods.create(
+
+            def create() -> PodRecord:
+                made = pods.create(
                     spec, list(ready.lower_dirs), request.stdout_path, request.stderr_path, no_overlay=cfg.no_overlay
                 )
-            )
+                self._mark(pods, made.pod_id, request.id)
+                return made
+
+            record = await self._run(create)
         except BaseException:
             await asyncio.shield(self._run(lambda: networks.teardown(net_request.pod_id)))
             raise
@@ -248,10 +263,22 @@ class TaskManager:
         if self._tasks.get(task_id) is not None:
             return
         state = decode_state(driver_state, task_id)
+        claimed = str(state.get("pod_id", ""))
+        if claimed in self._reaping:
+            raise FailedPrecondition(
+                f"task {task_id}: its pod {claimed} is being removed as dangling; Nomad will start the task again"
+            )
+        self._busy.add(claimed)
+        try:
+            await self._recover(task_id, driver_state, state, plugin)
+        finally:
+            self._busy.discard(claimed)
+
+    async def _recover(self, task_id: str, driver_state: bytes, state: dict[str, Any], plugin: PluginConfig) -> None:
         try:
             pods = self._pods_for(str(state["state_dir"]), plugin)
             pod_id = str(state["pod_id"])
-            status = await self._run(lambda: pods.status(pod_id))
+            status = await self._run(lambda: self._claim(pods, pod_id, task_id))
         except KeyError as exc:
             raise FailedPrecondition(f"task {task_id}: the driver state lacks {exc}; it cannot be recovered") from exc
         if status.state == "gone":
@@ -314,12 +341,45 @@ class TaskManager:
             status = await self._run(lambda: task.pods.status(task.pod_id))
             if status.state == "running":
                 raise FailedPrecondition(f"task {task_id} is still running; stop it first or destroy with force")
-        await self._run(lambda: task.pods.destroy(task.pod_id))
-        networks = task.networks
-        if networks is not None:  # after the pod: DEL runs while our namespace still exists
-            await self._run(lambda: networks.teardown(task.pod_id))
+        await self._run(lambda: remove_pod(task.pods, task.networks, task.pod_id))
         self._tasks.delete(task_id)
         self._schedule_image_gc(task)
+
+    # -- ownership, for the dangling-pod reconciler (reconcile.py) -----------------------------
+
+    def _mark(self, pods: Pods, pod_id: str, task_id: str) -> None:
+        """Write this process's owner mark into the pod's state dir (a failure only costs the mark)."""
+        try:
+            owners.write(pods.pod_dir(pod_id), self.owner, task_id)
+        except OSError as exc:
+            log.warning("could not mark the pod's owner", extra={"pod_id": pod_id, "err": str(exc)})
+
+    def _claim(self, pods: Pods, pod_id: str, task_id: str) -> PodStatus:
+        """RecoverTask's look at the pod; a pod that is still there becomes this process's."""
+        status = pods.status(pod_id)
+        if status.state != "gone":
+            self._mark(pods, pod_id, task_id)
+        return status
+
+    def parts_for(self, plugin: PluginConfig) -> tuple[Pods, PodNetworks]:
+        """The pods and pod networks of a plugin config (FailedPrecondition without runc or conmon)."""
+        return self._pods_for(str(Path(plugin.data_dir) / "pods"), plugin), self._networks_for(plugin)
+
+    def claimed_pods(self) -> set[str]:
+        """Pods a task of this process refers to, or that a StartTask/RecoverTask is working on."""
+        known = {t.pod_id for t in (self._tasks.get(i) for i in self._tasks.ids()) if t is not None}
+        return known | self._busy
+
+    async def reap(self, pod_id: str, removal: Callable[[], None]) -> bool:
+        """Run ``removal`` unless a task claimed the pod meanwhile; a RecoverTask during it is refused."""
+        if pod_id in self.claimed_pods():
+            return False
+        self._reaping.add(pod_id)
+        try:
+            await self._run(removal)
+        finally:
+            self._reaping.discard(pod_id)
+        return True
 
     # -- image garbage collection -----------------------------------------------------------
 
@@ -420,6 +480,13 @@ def _network_from_state(state: dict[str, Any]) -> tuple[PodNetworks | None, port
     if isinstance(saved, dict):
         network = ports.DriverNetwork(str(saved.get("addr", "")), dict(saved.get("port_map") or {}))
     return networks, network
+
+
+def remove_pod(pods: Pods, networks: PodNetworks | None, pod_id: str) -> None:
+    """DestroyTask's teardown: the pod (container, monitor, cgroup, mounts, state), then its network."""
+    pods.destroy(pod_id)
+    if networks is not None:  # after the pod: DEL runs while our namespace still exists
+        networks.teardown(pod_id)
 
 
 def exit_result(code: int) -> ExitResult:

@@ -1,0 +1,228 @@
+"""Reconciling the data dir with the tasks: dangling pods and orphan networks (docker's dangling_containers).
+
+A pod is *dangling* when no task of this plugin process claims it (StartTask or RecoverTask), no
+other live process owns it (a running ``nomad-rkt-driver run``, or another plugin instance), it
+is older than ``creation_grace`` and this plugin has been up at least that long, so Nomad has had
+its chance to recover the task after an agent restart. Running, exited and lost pods alike: a
+pod nobody claims is never waited for or destroyed by Nomad. A pod network is an *orphan* when
+its state has no pod (a crash between network setup and pod creation, or between pod removal and
+network teardown). Both are removed through the very teardown DestroyTask uses.
+
+The same judgement, minus what only a plugin knows (its claimed tasks), serves the operator's
+``nomad-rkt-driver gc``: it keeps running pods of the Nomad agent unless told ``--force``.
+
+Nothing here runs at plugin start: the first pass is one ``period`` after SetConfig, never
+before the plugin has been up ``creation_grace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nomad_rkt_driver.runtime import owners
+from nomad_rkt_driver.runtime.owners import Owner
+
+if TYPE_CHECKING:
+    from nomad_rkt_driver.config.plugin import PluginConfig
+    from nomad_rkt_driver.driver.tasks import TaskManager
+    from nomad_rkt_driver.network.attach import PodNetworks
+    from nomad_rkt_driver.runtime.pods import Pods
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Found:
+    """One pod on disk: its state (running, exited, gone, unknown), age and owner mark."""
+
+    pod_id: str
+    state: str
+    age_s: float
+    owner: Owner | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    what: str  # "pod" or "network"
+    pod_id: str
+    remove: bool
+    reason: str
+
+
+def _age(now: float, *paths: Path) -> float | None:
+    times = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            times.append(path.stat().st_mtime)
+    return now - max(times) if times else None
+
+
+def survey(pods: Pods, now: float | None = None) -> list[Found]:
+    """Every pod under the pods' state dir (records, bare dirs, runc containers) with state, age and owner."""
+    from nomad_rkt_driver.errors import DriverError
+
+    now = time.time() if now is None else now
+    found = []
+    for pod_id in pods.list():
+        pod_dir = pods.pod_dir(pod_id)
+        try:
+            status = pods.status(pod_id)
+            state, age = status.state, now - status.started_at
+        except DriverError:  # no or a damaged record: a crash during create, or a bare runc container
+            state, age = "unknown", _age(now, pod_dir, pods.runc.root / pod_id) or 0.0
+        found.append(Found(pod_id, state, age, owners.read(pod_dir)))
+    return found
+
+
+def orphan_networks(networks: PodNetworks, pod_ids: Iterable[str], now: float | None = None) -> list[tuple[str, float]]:
+    """Pod networks whose pod is not among ``pod_ids``, with the age of their state."""
+    now = time.time() if now is None else now
+    present = set(pod_ids)
+    orphans = []
+    for pod_id in networks.pods():
+        if pod_id not in present:
+            directory = networks.pod_dir(pod_id)
+            orphans.append((pod_id, _age(now, directory, directory / "state.json") or 0.0))
+    return orphans
+
+
+def judge_for_plugin(found: Found, me: Owner, claimed: set[str], grace_s: float) -> Decision:
+    """The plugin's verdict: remove what no task of it claims and no other live process owns."""
+    owner = found.owner
+    if found.pod_id in claimed:
+        return Decision("pod", found.pod_id, False, "a task of this plugin claims it")
+    if owner is not None and not owner.same_process(me) and owner.alive():
+        return Decision("pod", found.pod_id, False, f"it belongs to {owner.describe()}, which is running")
+    if found.age_s < grace_s:
+        return Decision("pod", found.pod_id, False, "younger than creation_grace")
+    gone = f", {owner.describe()} is gone" if owner is not None and not owner.same_process(me) else ""
+    return Decision("pod", found.pod_id, True, f"{found.state} and no task claims it{gone}")
+
+
+def judge_for_operator(found: Found, grace_s: float, force: bool) -> Decision:
+    """``gc`` cannot see which tasks an agent will recover: it keeps running agent pods unless forced."""
+    owner = found.owner
+    if owner is not None and owner.alive():
+        return Decision("pod", found.pod_id, False, f"it belongs to {owner.describe()}, which is running")
+    if found.age_s < grace_s:
+        return Decision("pod", found.pod_id, False, "younger than creation_grace")
+    if owner is not None and owner.kind == "runner":
+        return Decision("pod", found.pod_id, True, f"{found.state}, {owner.describe()} is gone")
+    if found.state != "running":
+        return Decision("pod", found.pod_id, True, f"{found.state} and no running process claims it")
+    if force:
+        return Decision("pod", found.pod_id, True, "running, the Nomad agent's pod (--force)")
+    return Decision(
+        "pod",
+        found.pod_id,
+        False,
+        "running, the Nomad agent's pod: its agent may still recover it (--force removes it)",
+    )
+
+
+def plan(
+    pods: Pods,
+    networks: PodNetworks,
+    judge: Callable[[Found], Decision],
+    grace_s: float,
+    skip_networks: set[str] | None = None,
+) -> list[Decision]:
+    """Decisions for every pod and every orphan network (blocking: reads the state dirs)."""
+    found = survey(pods)
+    decisions = [judge(f) for f in found]
+    for pod_id, age in orphan_networks(networks, (f.pod_id for f in found)):
+        if skip_networks and pod_id in skip_networks:
+            decisions.append(Decision("network", pod_id, False, "a task of this plugin is starting with it"))
+        elif age < grace_s:
+            decisions.append(Decision("network", pod_id, False, "younger than creation_grace"))
+        else:
+            decisions.append(Decision("network", pod_id, True, "its pod does not exist"))
+    return decisions
+
+
+def remove(pods: Pods, networks: PodNetworks, decision: Decision) -> None:
+    """Carry out a removal with DestroyTask's teardown (pod first, then its network)."""
+    from nomad_rkt_driver.driver.tasks import remove_pod
+
+    if decision.what == "pod":
+        remove_pod(pods, networks, decision.pod_id)
+    else:
+        networks.teardown(decision.pod_id)
+
+
+class Reconciler:
+    """The plugin's periodic pass, started by SetConfig; its loop ends when the config disables it."""
+
+    def __init__(self, manager: Callable[[], TaskManager], config: Callable[[], PluginConfig], up_since: float) -> None:
+        self._manager = manager
+        self._config = config
+        self._up_since = up_since  # time.monotonic() when the plugin started
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def configure(self) -> None:
+        """After every SetConfig: run the loop when enabled (no-op when it already runs)."""
+        if os.environ.get(owners.RUNNER_ENV):
+            return  # the runner's plugin must not judge the agent's pods; the runner cleans its own
+        if not self._config().gc.dangling_pods.enabled:
+            return
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._up_since
+
+    async def _loop(self) -> None:
+        while True:
+            settings = self._config().gc.dangling_pods
+            if not settings.enabled:
+                return
+            await asyncio.sleep(max(float(settings.period), float(settings.creation_grace) - self.uptime()))
+            try:
+                await self.run_once()
+            except Exception:  # one bad pass must not end the loop
+                log.exception("dangling pod reconciliation failed")
+
+    async def run_once(self) -> list[Decision]:
+        """One pass: judge every pod and orphan network, then remove (or, dry run, log) the dangling ones."""
+        from nomad_rkt_driver.errors import DriverError
+
+        plugin = self._config()
+        settings = plugin.gc.dangling_pods
+        grace = float(settings.creation_grace)
+        if not settings.enabled or self.uptime() < grace:
+            return []
+        manager = self._manager()
+        try:
+            pods, networks = manager.parts_for(plugin)
+        except DriverError as exc:  # runc or conmon missing: the fingerprint says so already
+            log.debug("dangling pod reconciliation skipped", extra={"err": str(exc)})
+            return []
+        claimed = manager.claimed_pods()
+        me = manager.owner
+        decisions = await asyncio.to_thread(
+            plan, pods, networks, lambda f: judge_for_plugin(f, me, claimed, grace), grace, claimed
+        )
+        for decision in decisions:
+            if not decision.remove:
+                continue
+            fields = {"pod_id": decision.pod_id, "reason": decision.reason}
+            if settings.dry_run:
+                log.info(f"dry run: would remove dangling {decision.what}", extra=fields)
+                continue
+            try:
+                done = await manager.reap(decision.pod_id, functools.partial(remove, pods, networks, decision))
+            except (DriverError, OSError) as exc:
+                log.warning(f"could not remove dangling {decision.what}", extra={**fields, "err": str(exc)})
+                continue
+            if done:
+                log.info(f"removed dangling {decision.what}", extra=fields)
+        return decisions
