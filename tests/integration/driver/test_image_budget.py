@@ -3,6 +3,7 @@ images no task uses, never the image of a running pod, and the layers a kept ima
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,9 @@ def test_start_task_evicts_lru_unused_images_and_keeps_the_running_ones(
             assert unpacked == {layer.digest for r in records for layer in r.layers}
         run_once(plugin, tmp_path, a, "a2")  # pods still start from the kept image and its shared layer
         assert stored(data_dir) == {a, d}
+        evicted = [json.loads(line) for line in plugin.stderr_lines if '"image removed' in line]
+        assert [e["image"] for e in evicted] == [b, c], "one log line per evicted image, in LRU order"
+        assert all(e["@level"] == "info" and int(e["freed_bytes"]) >= 8 * MiB for e in evicted)
     finally:
         plugin.driver.StopTask(driver_pb2.StopTaskRequest(task_id=long.id, signal="SIGKILL"), timeout=60)
         plugin.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=long.id, force=True), timeout=60)
