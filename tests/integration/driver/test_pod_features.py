@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from nomad_rkt_driver.protocol.gen import driver_pb2
 from nomad_rkt_driver.runtime import cgroups
@@ -93,6 +94,9 @@ def test_volumes_disabled_and_missing_sources_leave_nothing(
     config = task_config(make_alloc(tmp_path), image, volumes=["/srv:data"])
     details = start_error(plugin, config)
     assert "volumes" in details and "must be an absolute path" in details, details
+    config = task_config(make_alloc(tmp_path), image)  # Nomad's own mounts are checked too
+    config.mounts.append(driver_pb2.Mount(task_path="/vol", host_path=f"{tmp_path}/no-volume"))
+    assert f"mount source {tmp_path}/no-volume (for /vol) does not exist" in start_error(plugin, config)
     assert own_cgroups(config) == []
 
 
@@ -194,6 +198,12 @@ def test_the_cgroup_nomad_names_is_used_and_kept(
     assert f"cpuset:/{share.relative_to(CPUSET)}" in [line.split(":", 1)[1] for line in lines]
     memory = next(line for line in lines if ":memory:" in line)
     assert memory.endswith(f"{CGROUP_PARENT}/{pod_id_for(config.id)}")  # ...and in its own for the rest
+    stream = plugin.driver.TaskStats(
+        driver_pb2.TaskStatsRequest(task_id=config.id, collection_interval=Duration(nanos=200_000_000))
+    )
+    sample = next(stream).stats.agg_resource_usage.memory
+    stream.cancel()
+    assert sample.usage > 0 and driver_pb2.MemoryUsage.USAGE in sample.measured_fields  # the pod's own cgroup
     destroy(plugin, config.id)
     assert share.is_dir() and (share / "cgroup.procs").read_text() == ""  # Nomad's stays, empty
     assert own_cgroups(config) == []
