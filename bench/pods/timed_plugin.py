@@ -23,10 +23,10 @@ from typing import Any
 
 from nomad_rkt_driver.cli.main import main as plugin_main
 from nomad_rkt_driver.config import decode
-from nomad_rkt_driver.driver import driver, imaging, podspec, tasks
+from nomad_rkt_driver.driver import driver, imaging, podspec, sampler, stats, tasks
 from nomad_rkt_driver.images import store
 from nomad_rkt_driver.protocol import convert
-from nomad_rkt_driver.runtime import bundle, cgroupmove, cgroups, monitor, pods, runc
+from nomad_rkt_driver.runtime import bundle, cgroupmove, cgroups, monitor, pods, procs, runc
 
 TIMES: dict[str, list[tuple[float, float]]] = defaultdict(list)
 _LOCK = threading.Lock()
@@ -107,12 +107,10 @@ def install() -> None:
     timed(pods, "write_atomic", "      write_atomic pod.json")
     timed(runc.Runc, "start", "      runc start (exec.fifo)")
     # one TaskStats sample
-    timed(pods.Pods, "stats", "stats: Pods.stats (worker thread)", dump_after=100)
-    timed(pods.Pods, "load", "stats:   Pods.load (pod.json)")
-    timed(cgroups, "stats", "stats:   cgroups.stats")
-    timed(cgroups, "v1_cpu", "stats:     v1_cpu (cpuacct.usage*, cpu.stat)")
-    timed(cgroups, "v1_memory", "stats:     v1_memory (memory.stat, 4 usage files)")
-    timed(cgroups, "read_pids", "stats:     read_pids (cgroup.procs)")
+    timed(sampler, "read_pod", "stats: sampler.read_pod (worker thread)", dump_after=100)
+    timed(cgroups.CgroupReader, "sample", "stats:   CgroupReader.sample (kept fds)")
+    timed(procs, "usage", "stats:   procs.usage (/proc/PID/stat, per pid)")
+    timed(stats.TaskUsage, "next", "stats: TaskUsage.next (rates, per pid, event loop)")
     timed(convert, "stats_to_proto", "stats: convert.stats_to_proto (event loop)", dump_after=100)
     timed(pods.Pods, "status", "wait poller: Pods.status", dump_after=1000)
     timed(driver.RktDriver, "destroy_task", "destroy: RktDriver.destroy_task", dump_after=1)

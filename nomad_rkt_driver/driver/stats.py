@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nomad_rkt_driver.types import CpuUsage, Topology
+from nomad_rkt_driver.driver.sampler import PodSample
+from nomad_rkt_driver.runtime.cgroups import CLOCK_TICKS_PER_S
+from nomad_rkt_driver.types import CpuUsage, MemoryUsage, ResourceUsage, TaskStats, Topology
 
 CPU_MEASURED = ("System Mode", "User Mode", "Percent", "Total Ticks", "Throttled Periods", "Throttled Time")
 CPU_MEASURED_NO_THROTTLE = ("System Mode", "User Mode", "Percent", "Total Ticks")
@@ -51,3 +53,43 @@ def cpu_usage(previous: CpuCounters | None, current: CpuCounters, topology: Topo
         throttled_time_ns=throttled_ns,
         measured=measured,
     )
+
+
+PID_MEMORY_MEASURED = ("RSS",)
+NS_PER_TICK = 1_000_000_000 // CLOCK_TICKS_PER_S
+
+
+class TaskUsage:
+    """One TaskStats stream's state: turns pod samples into Nomad's TaskStats.
+
+    The aggregate is the pod's cgroup; ``by_pid`` has every process in it (as Nomad's exec driver
+    reports them; the docker driver leaves it empty): user/system/percent from the process's own
+    CPU ticks (10 ms granularity) and its RSS. Rates compare with the previous sample of the same
+    pid; a new pid reports 0 % first, as a new task does.
+    """
+
+    def __init__(self, task_id: str, topology: Topology) -> None:
+        self.task_id = task_id
+        self.topology = topology
+        self._previous: CpuCounters | None = None
+        self._pids: dict[int, CpuCounters] = {}
+
+    def next(self, sample: PodSample, now: float) -> TaskStats:
+        """The TaskStats for ``sample`` (taken at monotonic ``sample.at``); ``now`` is its wall-clock time."""
+        cpu = sample.cgroup.cpu
+        counters = CpuCounters(
+            sample.at, cpu.user_ns, cpu.system_ns, cpu.total_ns, cpu.throttled_periods, cpu.throttled_time_ns
+        )
+        total = ResourceUsage(cpu=cpu_usage(self._previous, counters, self.topology), memory=sample.cgroup.memory)
+        self._previous = counters
+        by_pid: dict[int, ResourceUsage] = {}
+        pids: dict[int, CpuCounters] = {}
+        for pid, proc in sample.processes.items():
+            user, system = proc.user_ticks * NS_PER_TICK, proc.system_ticks * NS_PER_TICK
+            pids[pid] = current = CpuCounters(sample.at, user, system, user + system)
+            by_pid[pid] = ResourceUsage(
+                cpu=cpu_usage(self._pids.get(pid), current, self.topology),
+                memory=MemoryUsage(rss=proc.rss_bytes, measured=PID_MEMORY_MEASURED),
+            )
+        self._pids = pids
+        return TaskStats(self.task_id, now, total, by_pid)

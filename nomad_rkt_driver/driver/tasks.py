@@ -30,7 +30,7 @@ from nomad_rkt_driver.driver.imaging import Images, ReadyImage
 from nomad_rkt_driver.driver.sampler import StatsSampler
 from nomad_rkt_driver.driver.signals import parse_signal
 from nomad_rkt_driver.driver.state import TaskStore, decode_state, encode_state
-from nomad_rkt_driver.driver.stats import CpuCounters, cpu_usage
+from nomad_rkt_driver.driver.stats import TaskUsage
 from nomad_rkt_driver.errors import FailedPrecondition, NotFound
 from nomad_rkt_driver.images.pull import Puller, PullProgress
 from nomad_rkt_driver.images.store import Store
@@ -42,7 +42,6 @@ from nomad_rkt_driver.runtime.probe import locate
 from nomad_rkt_driver.runtime.records import PodRecord, PodStatus, exit_result_from_status, pod_id_for
 from nomad_rkt_driver.types import (
     ExitResult,
-    ResourceUsage,
     TaskEvent,
     TaskRequest,
     TaskStats,
@@ -430,25 +429,9 @@ class TaskManager:
         """A sample every ``interval_s`` until the caller stops; CPU rates need two samples."""
         task = self._task(task_id)
         cgroups_path = (await self._run(lambda: task.pods.load(task.pod_id))).cgroups_path  # once per stream
-        previous: CpuCounters | None = None
+        usage = TaskUsage(task_id, topology)  # the pod's cgroup, and each of its processes
         async for sample in self._sampler.samples(cgroups_path, interval_s):
-            counters = CpuCounters(
-                time.monotonic(),
-                sample.cpu.user_ns,
-                sample.cpu.system_ns,
-                sample.cpu.total_ns,
-                sample.cpu.throttled_periods,
-                sample.cpu.throttled_time_ns,
-            )
-            yield TaskStats(
-                task_id,
-                time.time(),
-                ResourceUsage(
-                    cpu=cpu_usage(previous, counters, topology),
-                    memory=sample.memory,
-                ),
-            )
-            previous = counters
+            yield usage.next(sample, time.time())
 
     async def exec(self, task_id: str, command: list[str], timeout_s: float) -> tuple[bytes, bytes, ExitResult]:
         """Run ``command`` in the task's pod to completion (script checks, template change_mode)."""

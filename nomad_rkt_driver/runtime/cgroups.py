@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -182,87 +183,159 @@ def read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def read_pids(procs_file: Path) -> tuple[int, ...]:
-    """Pids listed in a ``cgroup.procs`` file."""
-    try:
-        return tuple(int(p) for p in _read(procs_file).split())
-    except FileNotFoundError:
-        return ()
+V1_FILES: Final = {  # key: (v1 controller, file)
+    "usage": ("cpuacct", "cpuacct.usage"),
+    "usage_user": ("cpuacct", "cpuacct.usage_user"),
+    "usage_sys": ("cpuacct", "cpuacct.usage_sys"),
+    "cpuacct.stat": ("cpuacct", "cpuacct.stat"),
+    "cpu.stat": ("cpu", "cpu.stat"),
+    "memory.stat": ("memory", "memory.stat"),
+    "mem_usage": ("memory", "memory.usage_in_bytes"),
+    "mem_max": ("memory", "memory.max_usage_in_bytes"),
+    "kmem_usage": ("memory", "memory.kmem.usage_in_bytes"),
+    "kmem_max": ("memory", "memory.kmem.max_usage_in_bytes"),
+    "procs": ("memory", "cgroup.procs"),
+}
+V2_FILES: Final = ("cpu.stat", "memory.stat", "memory.current", "memory.peak", "memory.swap.current", "cgroup.procs")
+V1_MEASURED: Final = ("RSS", "Cache", "Usage", "Max Usage", "Kernel Usage", "Kernel Max Usage")
+_MISSING: Final = -1
 
 
-def v1_cpu(cpu_dir: Path, cpuacct_dir: Path) -> CpuStats:
-    """CPU from cgroup v1: cpuacct.usage{,_user,_sys} (ns; cpuacct.stat ticks as fallback), cpu.stat throttling."""
-    user, system = read_int(cpuacct_dir / "cpuacct.usage_user"), read_int(cpuacct_dir / "cpuacct.usage_sys")
-    if user is None or system is None:
-        ticks = read_kv(cpuacct_dir / "cpuacct.stat")
-        user = ticks.get("user", 0) * NS_PER_S // CLOCK_TICKS_PER_S
-        system = ticks.get("system", 0) * NS_PER_S // CLOCK_TICKS_PER_S
-    throttle = read_kv(cpu_dir / "cpu.stat")
-    return CpuStats(
-        total_ns=read_int(cpuacct_dir / "cpuacct.usage") or 0,
-        user_ns=user,
-        system_ns=system,
-        throttled_periods=throttle.get("nr_throttled", 0),
-        throttled_time_ns=throttle.get("throttled_time", 0),
-    )
+def _kv(data: bytes | None) -> dict[bytes, bytes]:
+    """``key value`` lines (memory.stat, cpu.stat) as raw tokens; values are converted only when used."""
+    if not data:
+        return {}
+    tokens = data.split()
+    return dict(zip(tokens[::2], tokens[1::2], strict=False))
 
 
-def v1_memory(mem_dir: Path) -> MemoryStats:
-    """Memory from cgroup v1 memory.stat (hierarchical ``total_*``), usage and kmem files."""
-    stat = read_kv(mem_dir / "memory.stat")
-    measured = ["RSS", "Cache", "Usage", "Max Usage", "Kernel Usage", "Kernel Max Usage"]
-    if "total_swap" in stat:
-        measured.append("Swap")
-    return MemoryStats(
-        rss=stat.get("total_rss", stat.get("rss", 0)),
-        cache=stat.get("total_cache", stat.get("cache", 0)),
-        swap=stat.get("total_swap", 0),
-        usage=read_int(mem_dir / "memory.usage_in_bytes") or 0,
-        max_usage=read_int(mem_dir / "memory.max_usage_in_bytes") or 0,
-        kernel_usage=read_int(mem_dir / "memory.kmem.usage_in_bytes") or 0,
-        kernel_max_usage=read_int(mem_dir / "memory.kmem.max_usage_in_bytes") or 0,
-        measured=tuple(measured),
-    )
+def _num(value: bytes | None) -> int:
+    """A counter's bytes as an int; 0 when missing or not a number (``max``)."""
+    value = value.strip() if value is not None else b""
+    return int(value) if value.isdigit() else 0
 
 
-def v2_cpu(group: Path) -> CpuStats:
-    """CPU from cgroup v2 cpu.stat (µs → ns)."""
-    stat = read_kv(group / "cpu.stat")
-    return CpuStats(
-        total_ns=stat.get("usage_usec", 0) * NS_PER_US,
-        user_ns=stat.get("user_usec", 0) * NS_PER_US,
-        system_ns=stat.get("system_usec", 0) * NS_PER_US,
-        throttled_periods=stat.get("nr_throttled", 0),
-        throttled_time_ns=stat.get("throttled_usec", 0) * NS_PER_US,
-    )
+def _number(value: bytes | None) -> bytes | None:
+    """The counter when the file exists and holds a number (not ``max``), else None: not measured."""
+    return value if value is not None and value.strip().isdigit() else None
 
 
-def v2_memory(group: Path) -> MemoryStats:
-    """Memory from cgroup v2: memory.stat anon/file/kernel, memory.current/peak, memory.swap.current."""
-    stat = read_kv(group / "memory.stat")
-    usage, peak, swap = (read_int(group / n) for n in ("memory.current", "memory.peak", "memory.swap.current"))
-    measured = [name for name, ok in (("RSS", "anon" in stat), ("Cache", "file" in stat),
-                ("Kernel Usage", "kernel" in stat), ("Usage", usage is not None),
-                ("Max Usage", peak is not None), ("Swap", swap is not None)) if ok]  # fmt: skip
-    return MemoryStats(
-        rss=stat.get("anon", 0),
-        cache=stat.get("file", 0),
-        swap=swap or 0,
-        usage=usage or 0,
-        max_usage=peak or 0,
-        kernel_usage=stat.get("kernel", stat.get("kernel_stack", 0) + stat.get("slab", 0)),
-        measured=tuple(measured),
-    )
+class CgroupReader:
+    """The counters of one cgroup (v1 or v2), through file descriptors kept open between samples.
+
+    A sample is one ``pread(2)`` per file instead of open/read/close, and the parsing converts only
+    the numbers it uses: 50 TaskStats streams read 50 cgroups every second (bench/pods). Files the
+    kernel does not have (kmem on some kernels, v2 memory files on a hybrid host) are remembered as
+    missing; a cgroup removed meanwhile reads as zeros. Thread-safe; after :meth:`close` it reads zeros.
+    """
+
+    def __init__(self, cgroups_path: str, root: str = CGROUP_ROOT) -> None:
+        rel = cgroups_path.strip("/")
+        self.v2 = version(root) == 2
+        if self.v2:
+            self._paths = {name: os.path.join(root, rel, name) for name in V2_FILES}
+        else:
+            self._paths = {key: os.path.join(root, ctl, rel, name) for key, (ctl, name) in V1_FILES.items()}
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _read(self, key: str) -> bytes | None:
+        fd = self._fds.get(key)
+        if fd is None:
+            if self._closed:
+                return None
+            try:
+                fd = os.open(self._paths[key], os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = _MISSING
+            self._fds[key] = fd
+        if fd == _MISSING:
+            return None
+        try:
+            return os.pread(fd, 65536, 0)
+        except OSError:  # ENODEV: the cgroup was removed while open
+            return None
+
+    def sample(self) -> CgroupStats:
+        with self._lock:
+            return self._v2_sample() if self.v2 else self._v1_sample()
+
+    def _v1_sample(self) -> CgroupStats:
+        read = self._read
+        user, system = read("usage_user"), read("usage_sys")
+        if user is None or system is None:  # cpuacct.stat: clock ticks
+            ticks = _kv(read("cpuacct.stat"))
+            user_ns = _num(ticks.get(b"user")) * NS_PER_S // CLOCK_TICKS_PER_S
+            system_ns = _num(ticks.get(b"system")) * NS_PER_S // CLOCK_TICKS_PER_S
+        else:
+            user_ns, system_ns = _num(user), _num(system)
+        throttle = _kv(read("cpu.stat"))
+        cpu = CpuStats(
+            total_ns=_num(read("usage")),
+            user_ns=user_ns,
+            system_ns=system_ns,
+            throttled_periods=_num(throttle.get(b"nr_throttled")),
+            throttled_time_ns=_num(throttle.get(b"throttled_time")),
+        )
+        stat = _kv(read("memory.stat"))
+        swap = stat.get(b"total_swap")
+        memory = MemoryStats(
+            rss=_num(stat.get(b"total_rss", stat.get(b"rss"))),
+            cache=_num(stat.get(b"total_cache", stat.get(b"cache"))),
+            swap=_num(swap),
+            usage=_num(read("mem_usage")),
+            max_usage=_num(read("mem_max")),
+            kernel_usage=_num(read("kmem_usage")),
+            kernel_max_usage=_num(read("kmem_max")),
+            measured=(*V1_MEASURED, "Swap") if swap is not None else V1_MEASURED,
+        )
+        return CgroupStats(cpu, memory, tuple(int(p) for p in (read("procs") or b"").split()))
+
+    def _v2_sample(self) -> CgroupStats:
+        read = self._read
+        stat = _kv(read("cpu.stat"))
+        cpu = CpuStats(
+            total_ns=_num(stat.get(b"usage_usec")) * NS_PER_US,
+            user_ns=_num(stat.get(b"user_usec")) * NS_PER_US,
+            system_ns=_num(stat.get(b"system_usec")) * NS_PER_US,
+            throttled_periods=_num(stat.get(b"nr_throttled")),
+            throttled_time_ns=_num(stat.get(b"throttled_usec")) * NS_PER_US,
+        )
+        mem = _kv(read("memory.stat"))
+        usage, peak, swap = (_number(read(n)) for n in ("memory.current", "memory.peak", "memory.swap.current"))
+        measured = [name for name, ok in (("RSS", b"anon" in mem), ("Cache", b"file" in mem),
+                    ("Kernel Usage", b"kernel" in mem), ("Usage", usage is not None),
+                    ("Max Usage", peak is not None), ("Swap", swap is not None)) if ok]  # fmt: skip
+        kernel = mem.get(b"kernel")  # older kernels: kernel_stack + slab
+        kernel_usage = _num(kernel) if kernel is not None else _num(mem.get(b"kernel_stack")) + _num(mem.get(b"slab"))
+        memory = MemoryStats(
+            rss=_num(mem.get(b"anon")),
+            cache=_num(mem.get(b"file")),
+            swap=_num(swap),
+            usage=_num(usage),
+            max_usage=_num(peak),
+            kernel_usage=kernel_usage,
+            measured=tuple(measured),
+        )
+        return CgroupStats(cpu, memory, tuple(int(p) for p in (read("cgroup.procs") or b"").split()))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for fd in self._fds.values():
+                if fd != _MISSING:
+                    os.close(fd)
+            self._fds.clear()
 
 
 def stats(cgroups_path: str, root: str = CGROUP_ROOT) -> CgroupStats:
     """A sample of the pod's cgroup on this host's hierarchy (zeros for a removed cgroup)."""
-    if version(root) == 2:
-        group = Path(root, cgroups_path.lstrip("/"))
-        return CgroupStats(v2_cpu(group), v2_memory(group), read_pids(group / "cgroup.procs"))
-    cpu = v1_cpu(v1_dir("cpu", cgroups_path, root), v1_dir("cpuacct", cgroups_path, root))
-    mem_dir = v1_dir("memory", cgroups_path, root)
-    return CgroupStats(cpu, v1_memory(mem_dir), read_pids(mem_dir / "cgroup.procs"))
+    reader = CgroupReader(cgroups_path, root)
+    try:
+        return reader.sample()
+    finally:
+        reader.close()
 
 
 def oom_kills(cgroups_path: str, root: str = CGROUP_ROOT) -> int:

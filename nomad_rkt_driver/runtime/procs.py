@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from typing import Final
 
 PAGE_BYTES: Final = os.sysconf("SC_PAGE_SIZE")
 _STARTTIME_FIELD: Final = 19  # index of field 22 (starttime) after the ")" of /proc/PID/stat
+_UTIME_FIELD: Final = 11  # field 14, then stime (15); rss in pages is field 24
+_STIME_FIELD: Final = 12
+_RSS_FIELD: Final = 21
 
 
 def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            raw = f.read()
+    try:  # one read(2): open() with a text wrapper costs twice as much (50 stats streams, bench/pods)
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError):
         return None
+    try:
+        raw = os.read(fd, 4096).decode("ascii", "replace")
+    except ProcessLookupError:
+        return None
+    finally:
+        os.close(fd)
     return raw[raw.rindex(")") + 2 :].split()
 
 
@@ -33,6 +42,24 @@ def alive(pid: int, started: int) -> bool:
     """True while the process ``pid`` that started at ``started`` ticks still runs (not a zombie)."""
     now = start_time(pid)
     return now is not None and (started == 0 or now == started)
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    """A process's CPU time so far (clock ticks, as the kernel counts it) and resident memory."""
+
+    user_ticks: int
+    system_ticks: int
+    rss_bytes: int
+
+
+def usage(pid: int) -> ProcessUsage | None:
+    """CPU ticks and RSS of ``pid`` from one read of /proc/PID/stat (psutil needs ~8x the time:
+    Process() plus two files); None when it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) <= _RSS_FIELD:
+        return None
+    return ProcessUsage(int(fields[_UTIME_FIELD]), int(fields[_STIME_FIELD]), int(fields[_RSS_FIELD]) * PAGE_BYTES)
 
 
 def rss_bytes(pid: int) -> int:

@@ -1,8 +1,11 @@
 import pytest
 
-from nomad_rkt_driver.driver.stats import CpuCounters, cpu_usage
+from nomad_rkt_driver.driver.sampler import PodSample
+from nomad_rkt_driver.driver.stats import CpuCounters, TaskUsage, cpu_usage
 from nomad_rkt_driver.protocol import convert
 from nomad_rkt_driver.protocol.gen import driver_pb2
+from nomad_rkt_driver.runtime.cgroups import CLOCK_TICKS_PER_S, CgroupStats, CpuStats
+from nomad_rkt_driver.runtime.procs import ProcessUsage
 from nomad_rkt_driver.types import Core, MemoryUsage, ResourceUsage, TaskStats, Topology
 
 TOPOLOGY = Topology(cores=(Core(0, 2000, 0, 0), Core(1, 2000, 0, 0)))  # 4000 MHz over 2 cores
@@ -58,3 +61,21 @@ def test_stats_proto_always_has_what_nomad_dereferences() -> None:
     ]
     assert driver_pb2.CPUUsage.TOTAL_TICKS in msg.stats.agg_resource_usage.cpu.measured_fields
     assert set(msg.stats.resource_usage_by_pid) == {"42"}
+
+
+def test_task_usage_reports_each_process_with_its_own_rates() -> None:
+    hz = CLOCK_TICKS_PER_S
+    usage = TaskUsage("a/t/1", TOPOLOGY)
+    cgroup = CgroupStats(CpuStats(total_ns=0), MemoryUsage(rss=4096, measured=("RSS",)))
+    first = usage.next(PodSample(10.0, cgroup, {7: ProcessUsage(0, 0, 8192), 8: ProcessUsage(5, 5, 4096)}), 1.0)
+    assert set(first.by_pid) == {7, 8} and first.by_pid[7].cpu.percent == 0  # nothing to compare with yet
+    assert first.by_pid[7].memory.rss == 8192 and first.by_pid[7].memory.measured == ("RSS",)
+    # 1 s later: pid 7 used half a core of user time, pid 8 is gone, pid 9 is new
+    later = CgroupStats(CpuStats(total_ns=500_000_000, user_ns=500_000_000), MemoryUsage(rss=4096))
+    second = usage.next(PodSample(11.0, later, {7: ProcessUsage(hz // 2, 0, 8192), 9: ProcessUsage(hz, 0, 1)}), 2.0)
+    assert set(second.by_pid) == {7, 9}
+    assert second.by_pid[7].cpu.percent == pytest.approx(50.0) and second.by_pid[7].cpu.user_mode == pytest.approx(50)
+    assert second.by_pid[7].cpu.total_ticks == pytest.approx(1000.0)  # half of a 2000 MHz core
+    assert second.by_pid[9].cpu.percent == 0
+    assert second.total.cpu.percent == pytest.approx(50.0) and second.timestamp == 2.0
+    assert convert.stats_to_proto(second).stats.resource_usage_by_pid["7"].memory.rss == 8192
