@@ -152,6 +152,13 @@ def test_a_live_runners_pods_stay_and_a_dead_runners_go(
         runner.kill()
         runner.wait()
 
+    # A live runner's own plugin judges nothing, even configured to: the agent's pods are not its business.
+    runners_plugin = reconciling(data_dir, nomad_env(**{owners.RUNNER_ENV: str(os.getpid())}))
+    plugins.append(runners_plugin)
+    time.sleep(6.5)  # past its grace, two passes
+    assert pods_of(data_dir) == set(pods.values()), "the runner's plugin runs no reconciler"
+    runners_plugin.shutdown()
+
     agent = reconciling(data_dir)
     plugins.append(agent)
     assert until(lambda: pods_of(data_dir) == {pods["alive"]}), f"left: {pods_of(data_dir)}"
