@@ -82,6 +82,7 @@ class Images:
         self.referenced = referenced  # names of the images the caller's tasks use
         self.budget: int | None = None  # gc.image_store_max in bytes, from the last prepare's plugin config
         self._early = threading.local()  # a pin taken inside _prepare, per thread (prepare runs in many)
+        self._within: tuple[tuple[int, ...], int] | None = None  # store generation and budget it fit
         self.aci = ACIPuller(store)
         # local images already imported by this process, with the source's (inode, size, mtime)
         self._imported: dict[str, tuple[tuple[int, int, int], ImageRecord]] = {}
@@ -145,11 +146,17 @@ class Images:
     def enforce_budget(self) -> gc.Removal | None:
         """Remove least recently used images no task uses until the store is within the budget.
 
-        Does nothing (None) without a budget, or while another pass (of any process) runs.
+        Does nothing (None) without a budget, while another pass (of any process) or a pull runs,
+        or when no image or layer came or went since a pass found the store within this budget.
         """
         if self.budget is None:
             return None
-        return gc.collect(self.store, budget=self.budget, referenced=self.referenced, wait=0)
+        if self._within == (self.store.generation(), self.budget):
+            return None
+        result = gc.collect(self.store, budget=self.budget, referenced=self.referenced, wait=0)
+        if result is not None and result.total_after <= self.budget:
+            self._within = (self.store.generation(), self.budget)
+        return result
 
     def _prepare(
         self, task: TaskConfig, plugin: PluginConfig, where: str, progress: ProgressCallback | None = None

@@ -103,8 +103,8 @@ def plan(
     return [i.name for i in chosen if any(counts[p] == 0 for p in i.parts)]
 
 
-def usage(store: Store, referenced: Collection[str] = ()) -> Usage:
-    """Measure the store: images, part sizes, and which images are in use now."""
+def usage(store: Store, referenced: Collection[str] = (), *, in_use: bool = True) -> Usage:
+    """Measure the store: images, part sizes, and (unless ``in_use`` is False) which are in use now."""
     mounts = Path("/proc/mounts").read_text()
     images: list[ImageUsage] = []
     sizes: dict[str, int] = {}
@@ -115,7 +115,7 @@ def usage(store: Store, referenced: Collection[str] = ()) -> Usage:
             if part not in sizes:
                 sizes[part] = store.part_size(part)
         images.append(ImageUsage(record.name, store.last_used(record.name) or record.pulled_at, frozenset(parts)))
-        reason = store.image_in_use(record, referenced, mounts)
+        reason = store.image_in_use(record, referenced, mounts) if in_use else None
         if reason is not None:
             busy[record.name] = reason
     return Usage(images, sizes, busy)
@@ -132,23 +132,28 @@ def collect(
     """Remove unused images: down to ``budget`` bytes (LRU first), or all of them when it is None.
 
     Runs under the store's eviction lock (one pass at a time, across processes); returns None when
-    another pass holds it for longer than ``wait`` seconds (None: wait as long as it takes).
-    Images found in use meanwhile are skipped; the pass plans again without them.
+    another pass holds it, or a pull or import is writing to the store, for longer than ``wait``
+    seconds (None: wait as long as it takes). The plugin passes 0: a start never waits for a pull
+    of another image, and that pull is followed by a pass of its own. Images found in use
+    meanwhile are skipped; the pass plans again without them.
     """
     try:
         with store.lock(EVICT_LOCK, timeout=wait):
-            return _collect(store, budget, referenced, dry_run)
+            return _collect(store, budget, referenced, dry_run, wait)
     except LockTimeout:
-        log.debug("image store budget: another pass is running")
+        log.debug("image store budget: another pass, or a pull, holds the store; the pass after it takes over")
         return None
 
 
-def _collect(store: Store, budget: int | None, referenced: Callable[[], Collection[str]], dry_run: bool) -> Removal:
-    measured = usage(store, referenced())
+def _collect(
+    store: Store, budget: int | None, referenced: Callable[[], Collection[str]], dry_run: bool, wait: float | None
+) -> Removal:
+    measured = usage(store, in_use=False)  # the common case, under budget, needs no more
     before = measured.total
     if budget is not None and before <= budget:
         return Removal([], {}, before, before, budget)
-    leftovers = 0 if dry_run else store.sweep_unreferenced()
+    measured = usage(store, referenced())
+    leftovers = 0 if dry_run else store.sweep_unreferenced(timeout=wait)
     busy = dict(measured.busy)
     removed: list[tuple[str, int]] = []
     while True:
@@ -164,7 +169,7 @@ def _collect(store: Store, budget: int | None, referenced: Callable[[], Collecti
         for name in names:
             parts = next(i.parts for i in measured.images if i.name == name)
             last = store.last_used(name)
-            reason = store.remove_unused_image(name, referenced())
+            reason = store.remove_unused_image(name, referenced(), timeout=wait)
             if reason is not None:  # in use since it was measured: plan again without it
                 busy[name] = reason
                 refused = True

@@ -379,23 +379,27 @@ class Store:
                 records.append(ImageRecord.from_json(path.read_bytes()))
         return sorted(records, key=lambda r: r.name)
 
-    def remove_image(self, name: str) -> bool:
+    def remove_image(self, name: str, *, timeout: float | None = None) -> bool:
         """Forget the image ``name`` and delete the blobs and unpacked layers no other record uses.
 
         Returns whether the record existed. Takes ``lock(GC_LOCK)`` exclusively, so it waits for
-        pulls in flight. The caller (the coordinator) makes sure no running task uses the image.
+        pulls in flight (up to ``timeout``, then LockTimeout). The caller makes sure nothing uses
+        the image (:meth:`remove_unused_image` does both).
         """
-        with self.lock(GC_LOCK):
-            record = self.lookup_image(name)
-            if record is None:
-                return False
-            os.unlink(self._record_path(name))
-            still_used = {d for other in self.list_images() for d in other.blobs}
-            for digest in record.blobs:
-                if digest not in still_used:
-                    self.delete_blob(digest)
-                    self._remove_unpacked(digest)
-            return True
+        with self.lock(GC_LOCK, timeout=timeout):
+            return self._remove_locked(name)
+
+    def _remove_locked(self, name: str) -> bool:
+        record = self.lookup_image(name)
+        if record is None:
+            return False
+        os.unlink(self._record_path(name))
+        still_used = {d for other in self.list_images() for d in other.blobs}
+        for digest in record.blobs:
+            if digest not in still_used:
+                self.delete_blob(digest)
+                self._remove_unpacked(digest)
+        return True
 
     # -- use: what keeps an image, and when it was last used ----------------------------------
 
@@ -458,13 +462,17 @@ class Store:
         except LockTimeout:
             return STARTING
 
-    def remove_unused_image(self, name: str, referenced: Collection[str] = ()) -> str | None:
+    def remove_unused_image(
+        self, name: str, referenced: Collection[str] = (), *, timeout: float | None = None
+    ) -> str | None:
         """Remove image ``name`` (as :meth:`remove_image`) unless :meth:`image_in_use` says why not.
 
         Returns None when it was removed, else the reason it was kept ("not in the store" too).
-        Holds the image's use flock exclusively meanwhile, so no start can pin it halfway through.
+        Under ``lock(GC_LOCK)`` (waiting up to ``timeout`` for pulls in flight, then LockTimeout),
+        it takes the image's use flock without waiting, so no start can pin it halfway through
+        and a start never waits for a pull of another image.
         """
-        with contextlib.ExitStack() as stack:
+        with self.lock(GC_LOCK, timeout=timeout), contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(self.lock(USE_LOCK + name, timeout=0))
             except LockTimeout:
@@ -474,7 +482,7 @@ class Store:
                 return "not in the store"
             reason = self._used_by(record, referenced, None)
             if reason is None:
-                self.remove_image(name)
+                self._remove_locked(name)
             return reason
 
     def _used_by(self, record: ImageRecord, referenced: Collection[str], mounts: str | None) -> str | None:
@@ -485,14 +493,14 @@ class Store:
             return f"used by running pods (layers {', '.join(d[:19] for d in busy)})"
         return None
 
-    def sweep_unreferenced(self) -> int:
+    def sweep_unreferenced(self, *, timeout: float | None = None) -> int:
         """Delete blobs, unpacked layers and size notes that no image record names; return the bytes freed.
 
         Such leftovers come from a crash between writes, or from a removal that raced an unpack.
-        Holds ``lock(GC_LOCK)`` exclusively, so no pull or import is writing blobs meanwhile; a
-        layer some mount still uses is left alone.
+        Holds ``lock(GC_LOCK)`` exclusively (waiting up to ``timeout``, then LockTimeout), so no
+        pull or import is writing blobs meanwhile; a layer some mount still uses is left alone.
         """
-        with self.lock(GC_LOCK):
+        with self.lock(GC_LOCK, timeout=timeout):
             records = self.list_images()
             blobs = {d for r in records for d in r.blobs}
             layers = {layer.digest for r in records for layer in r.layers}
@@ -517,6 +525,19 @@ class Store:
             return freed
 
     # -- disk usage ----------------------------------------------------------------------------
+
+    def generation(self) -> tuple[int, ...]:
+        """Changes when an image record or an unpacked layer is added or removed (by any process).
+
+        Directory mtimes and counts: a few stats, cheap enough for every StartTask. Using an
+        image (:meth:`touch_image`) does not change it.
+        """
+        records = self.root / "records"
+        stamp = [records.stat().st_mtime_ns, len(os.listdir(records))]
+        for directory in sorted((self.root / "layers").iterdir()):
+            st = directory.stat()
+            stamp += [st.st_mtime_ns, st.st_nlink]
+        return tuple(stamp)
 
     def parts(self, record: ImageRecord) -> tuple[str, ...]:
         """What ``record`` occupies: its blob digests and ``layer:<digest>`` for each unpacked layer."""

@@ -19,7 +19,7 @@ from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.driver.imaging import Images, ReadyImage
 from nomad_rkt_driver.images import gc
 from nomad_rkt_driver.images.pull import Puller
-from nomad_rkt_driver.images.store import Store
+from nomad_rkt_driver.images.store import GC_LOCK, Store
 from tests.imagebuild import busybox_variants
 
 REPO = Path(__file__).resolve().parents[3]
@@ -155,6 +155,32 @@ def test_dry_run_removes_nothing_and_gc_frees_what_it_says(store: Store, layout:
     assert list((store.root / "layers" / "sha256").iterdir()) == []
 
 
+def test_the_budget_notices_images_another_process_added(store: Store, layout: Path) -> None:
+    first = Images(store, Puller(store))
+    use(first, layout, "a", "14MiB")  # one image fits
+    assert first.enforce_budget() is None, "nothing came or went since the store fit: no pass"
+    other = Images(store, Puller(store))  # another plugin or `fetch`, without a budget
+    use(other, layout, "b", None)
+    assert stored(store) == {name(layout, t) for t in "ab"}
+    result = first.enforce_budget()
+    assert result is not None and [n for n, _ in result.removed] == [name(layout, "a")]
+    consistent(store)
+
+
+def test_a_pass_never_waits_for_a_pull_of_another_image(store: Store, layout: Path) -> None:
+    images = Images(store, Puller(store))
+    for tag in "abc":
+        use(images, layout, tag, None)
+    with store.lock(GC_LOCK, shared=True):  # what a pull or import holds while it writes
+        started = time.monotonic()
+        assert gc.collect(store, budget=1, wait=0) is None
+        assert time.monotonic() - started < 1
+        assert stored(store) == {name(layout, t) for t in "abc"}
+    done = gc.collect(store, budget=14 * MiB, wait=0)  # the pass after the pull
+    assert done is not None and [n for n, _ in done.removed] == [name(layout, "a"), name(layout, "b")]
+    consistent(store)
+
+
 IMPORTER = textwrap.dedent(
     """
     import sys, time
@@ -163,7 +189,7 @@ IMPORTER = textwrap.dedent(
     from nomad_rkt_driver.config.task import TaskConfig
     from nomad_rkt_driver.driver.imaging import Images
     from nomad_rkt_driver.images.pull import Puller
-    from nomad_rkt_driver.images.store import Store
+    from nomad_rkt_driver.images.store import GC_LOCK, Store
 
     root, layout, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = Store(root, durable=False)
