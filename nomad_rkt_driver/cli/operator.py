@@ -293,6 +293,7 @@ def fetch(config: PluginConfig, image: str, insecure_options: list[str]) -> int:
     except DriverError as exc:
         print(f"nomad-rkt-driver: {exc}", file=sys.stderr)
         return 1
+    ready.release()  # fetched for later: no start is using it now
     record = ready.record
     print(f"{record.name}\n  manifest {record.manifest_digest}\n  layers   {len(record.layers)}")
     if record.kind == "aci" and record.layers and record.layers[0].diff_id:
