@@ -23,7 +23,7 @@ from nomad_rkt_driver.errors import FailedPrecondition, InvalidArgument
 if TYPE_CHECKING:  # the config and domain types are built on first use, not at plugin start
     from nomad_rkt_driver.config.plugin import PluginConfig
     from nomad_rkt_driver.driver.execstream import ExecStream
-    from nomad_rkt_driver.driver.reconcile import Reconciler
+    from nomad_rkt_driver.driver.reconciler import Reconciler
     from nomad_rkt_driver.driver.tasks import TaskManager
     from nomad_rkt_driver.network.ports import DriverNetwork
     from nomad_rkt_driver.types import (
@@ -101,7 +101,7 @@ class RktDriver:
 
     def _reconcile(self) -> Reconciler:
         if self._reconciler is None:
-            from nomad_rkt_driver.driver.reconcile import Reconciler
+            from nomad_rkt_driver.driver.reconciler import Reconciler
 
             self._reconciler = Reconciler(self._manager, lambda: self.config, self._started)
         return self._reconciler

@@ -11,17 +11,12 @@ network teardown). Both are removed through the very teardown DestroyTask uses.
 The same judgement, minus what only a plugin knows (its claimed tasks), serves the operator's
 ``nomad-rkt-driver gc``: it keeps running pods of the Nomad agent unless told ``--force``.
 
-Nothing here runs at plugin start: the first pass is one ``period`` after SetConfig, never
-before the plugin has been up ``creation_grace``.
+The plugin's timer lives in reconciler.py; this module loads with its first pass.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
-import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,12 +27,8 @@ from nomad_rkt_driver.runtime import owners
 from nomad_rkt_driver.runtime.owners import Owner
 
 if TYPE_CHECKING:
-    from nomad_rkt_driver.config.plugin import PluginConfig
-    from nomad_rkt_driver.driver.tasks import TaskManager
     from nomad_rkt_driver.network.attach import PodNetworks
     from nomad_rkt_driver.runtime.pods import Pods
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,72 +148,3 @@ def remove(pods: Pods, networks: PodNetworks, decision: Decision) -> None:
         remove_pod(pods, networks, decision.pod_id)
     else:
         networks.teardown(decision.pod_id)
-
-
-class Reconciler:
-    """The plugin's periodic pass, started by SetConfig; its loop ends when the config disables it."""
-
-    def __init__(self, manager: Callable[[], TaskManager], config: Callable[[], PluginConfig], up_since: float) -> None:
-        self._manager = manager
-        self._config = config
-        self._up_since = up_since  # time.monotonic() when the plugin started
-        self._loop_task: asyncio.Task[None] | None = None
-
-    def configure(self) -> None:
-        """After every SetConfig: run the loop when enabled (no-op when it already runs)."""
-        if os.environ.get(owners.RUNNER_ENV):
-            return  # the runner's plugin must not judge the agent's pods; the runner cleans its own
-        if not self._config().gc.dangling_pods.enabled:
-            return
-        if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
-
-    def uptime(self) -> float:
-        return time.monotonic() - self._up_since
-
-    async def _loop(self) -> None:
-        while True:
-            settings = self._config().gc.dangling_pods
-            if not settings.enabled:
-                return
-            await asyncio.sleep(max(float(settings.period), float(settings.creation_grace) - self.uptime()))
-            try:
-                await self.run_once()
-            except Exception:  # one bad pass must not end the loop
-                log.exception("dangling pod reconciliation failed")
-
-    async def run_once(self) -> list[Decision]:
-        """One pass: judge every pod and orphan network, then remove (or, dry run, log) the dangling ones."""
-        from nomad_rkt_driver.errors import DriverError
-
-        plugin = self._config()
-        settings = plugin.gc.dangling_pods
-        grace = float(settings.creation_grace)
-        if not settings.enabled or self.uptime() < grace:
-            return []
-        manager = self._manager()
-        try:
-            pods, networks = manager.parts_for(plugin)
-        except DriverError as exc:  # runc or conmon missing: the fingerprint says so already
-            log.debug("dangling pod reconciliation skipped", extra={"err": str(exc)})
-            return []
-        claimed = manager.claimed_pods()
-        me = manager.owner
-        decisions = await asyncio.to_thread(
-            plan, pods, networks, lambda f: judge_for_plugin(f, me, claimed, grace), grace, claimed
-        )
-        for decision in decisions:
-            if not decision.remove:
-                continue
-            fields = {"pod_id": decision.pod_id, "reason": decision.reason}
-            if settings.dry_run:
-                log.info(f"dry run: would remove dangling {decision.what}", extra=fields)
-                continue
-            try:
-                done = await manager.reap(decision.pod_id, functools.partial(remove, pods, networks, decision))
-            except (DriverError, OSError) as exc:
-                log.warning(f"could not remove dangling {decision.what}", extra={**fields, "err": str(exc)})
-                continue
-            if done:
-                log.info(f"removed dangling {decision.what}", extra=fields)
-        return decisions

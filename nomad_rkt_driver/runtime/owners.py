@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -58,7 +58,7 @@ def this_process(environ: dict[str, str] | None = None) -> Owner:
 def write(pod_dir: Path, owner: Owner, task_id: str) -> None:
     """Mark ``pod_dir`` as ``owner``'s (atomic rename; the pod's own record is untouched)."""
     mark = Owner(owner.kind, owner.pid, owner.started, task_id, time.time())
-    temp = pod_dir / f".{OWNER_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    temp = pod_dir / f".{OWNER_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
     temp.write_text(json.dumps(asdict(mark)))
     os.replace(temp, pod_dir / OWNER_FILE)
 
