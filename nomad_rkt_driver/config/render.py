@@ -58,12 +58,19 @@ def _default_of(setting: Setting) -> str:
     return "unset"
 
 
-def _table(cls: type) -> list[str]:
-    rows = ["| name | type | default | meaning |", "|---|---|---|---|"]
+def _rows(cls: type, prefix: str) -> list[str]:
+    """One row per setting; a block's own settings follow it with dotted names (``gc.image_delay``)."""
+    rows = []
     for s in settings(cls):
         meaning = s.doc.replace("|", r"\|")
-        rows.append(f"| `{s.name}` | {_type_of(s)} | {_default_of(s)} | {meaning} |")
+        rows.append(f"| `{prefix}{s.name}` | {_type_of(s)} | {_default_of(s)} | {meaning} |")
+        if s.block is not None:
+            rows += _rows(s.block, f"{prefix}{s.name}.")
     return rows
+
+
+def _table(cls: type) -> list[str]:
+    return ["| name | type | default | meaning |", "|---|---|---|---|", *_rows(cls, "")]
 
 
 def reference_md() -> str:
