@@ -18,8 +18,13 @@ def test_plugin_hcl_shows_every_option_at_its_default() -> None:
     options = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
     parsed = hcl2.loads(plugin_hcl(), serialization_options=options)
     config = parsed["plugin"][0]["rkt"]["config"][0]
-    # Repeated blocks have no default instance: they are shown as a commented example.
-    assert set(config) == {s.name for s in settings(PluginConfig) if not s.repeated}
+    # Repeated blocks have no default instance, and options without a default have no value to show:
+    # both are shown commented out.
+    shown = {s.name for s in settings(PluginConfig) if not s.repeated and (s.has_default or s.block is not None)}
+    assert set(config) == shown
+    for s in settings(PluginConfig):
+        if s.name not in shown and not s.repeated:
+            assert f"# {s.name} = <{s.hcl_type}>" in plugin_hcl()
     assert "# trust {" in plugin_hcl()
     assert config["runtime"] == "runc" and config["fingerprint_period"] == "30s"
 
