@@ -4,8 +4,8 @@ StartTask: image → network (network/attach.py; rolled back if the pod does not
 DestroyTask: pod, then its network (CNI DEL needs the namespace, which the pod no longer holds).
 What network teardown needs is on disk under ``<data_dir>/network``; the driver_state says where.
 
-Blocking work (pulls, unpacking, runc, conmon) runs in a bounded thread pool; waiting is one
-shared poller (exits.py). A task is known to this process after StartTask or RecoverTask; its
+Blocking work (pulls, unpacking, runc, conmon) runs in a bounded thread pool; waiting is a pidfd
+on each pod's conmon in the event loop (exits.py). A task is known to this process after StartTask or RecoverTask; its
 pod and exit code live on disk, so they survive this process.
 """
 
