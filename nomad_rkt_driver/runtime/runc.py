@@ -110,10 +110,12 @@ class Runc:
         which runc tells *created* from *running*. Spawning runc for that costs ~8 ms (a Go binary's
         start-up); doing those three steps here costs ~0.1 ms (bench/pods). ``init_pid`` (the
         container pid from ``runc create``) guards the wait: if init dies first, the start fails
-        instead of hanging. Without a fifo (another runtime, another layout) ``runc start`` runs.
+        instead of hanging. Another runtime (crun, ...) or no fifo: its own ``start`` runs.
         """
         fifo = self.root / container_id / EXEC_FIFO
         try:
+            if os.path.basename(self.binary) != "runc":
+                raise FileNotFoundError(fifo)
             fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)  # a fifo opened read-write never blocks
         except FileNotFoundError:
             self._run("start", container_id)

@@ -15,6 +15,7 @@ from nomad_rkt_driver.errors import InvalidArgument
 from nomad_rkt_driver.runtime import cgroupmove
 from nomad_rkt_driver.runtime.bundle import create_bundle
 from nomad_rkt_driver.runtime.monitor import spawn_monitor
+from nomad_rkt_driver.runtime.pods import Pods
 from nomad_rkt_driver.runtime.runc import ContainerNotRunning
 from nomad_rkt_driver.runtime.spec import PodSpec, build_config, host_limits
 
@@ -86,3 +87,18 @@ def test_start_fails_clearly_when_the_containers_init_died(env: Env) -> None:
     finally:
         env.pods.destroy(spec.pod_id)
         cgroupmove.prune(spec.cgroups_path)
+
+
+def test_another_runtime_name_gets_its_own_start_command(env: Env, tmp_path: Path) -> None:
+    alias = tmp_path / "oci-runtime"  # e.g. a wrapper script or crun: the exec fifo is runc's own layout
+    alias.symlink_to(env.pods.runc.binary)
+    pods = Pods(env.data_dir / "alias", str(alias), env.pods.conmon, env.cgroup_parent)
+    out, err = env.logs()
+    record = pods.create(PodSpec(pod_id=env.new_id(), args=("sleep", "60")), env.layers, str(out.path), str(err.path))
+    try:
+        state = subprocess.run(
+            [str(alias), "--root", str(pods.runc.root), "state", record.pod_id], capture_output=True, text=True
+        )
+        assert json.loads(state.stdout)["status"] == "running"
+    finally:
+        pods.destroy(record.pod_id)
