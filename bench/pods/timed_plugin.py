@@ -112,7 +112,7 @@ def install() -> None:
     timed(procs, "usage", "stats:   procs.usage (/proc/PID/stat, per pid)")
     timed(stats.TaskUsage, "next", "stats: TaskUsage.next (rates, per pid, event loop)")
     timed(convert, "stats_to_proto", "stats: convert.stats_to_proto (event loop)", dump_after=100)
-    timed(pods.Pods, "status", "wait poller: Pods.status", dump_after=1000)
+    timed(pods.Pods, "status", "wait: Pods.status (exit watcher, destroy)", dump_after=1000)
     timed(driver.RktDriver, "destroy_task", "destroy: RktDriver.destroy_task", dump_after=1)
 
 
