@@ -16,6 +16,7 @@ from nomad_rkt_driver.config.fields import settings
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+from nomad_rkt_driver.runtime import cgroupmove
 from tests.protocol.plugin import Plugin
 
 
@@ -125,6 +126,10 @@ def leftovers(data_dir: Path) -> list[str]:
     networks = data_dir / "network" / "pods"
     if networks.is_dir():
         found += [f"pod network {p.name}" for p in networks.iterdir()]
+    for hierarchy, _ in cgroupmove.hierarchies():  # pods' cgroups and the monitors' one (gone with the last pod)
+        parent = hierarchy / CGROUP_PARENT.strip("/")
+        if parent.is_dir():
+            found += [f"cgroup {d}" for d in parent.iterdir() if d.is_dir()]
     return found
 
 
@@ -141,3 +146,4 @@ def _clean(data_dir: Path) -> None:
         networks = PodNetworks(data_dir / "network", ("/usr/lib/cni",), "", "")
         for pod_id in networks.pods():
             networks.teardown(pod_id)
+    cgroupmove.prune(f"{CGROUP_PARENT}/monitors")
