@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,31 @@ def _number(value: bytes | None) -> bytes | None:
     return value if value is not None and value.strip().isdigit() else None
 
 
+class _FdBudget:
+    """How many cgroup files all readers together may keep open: a quarter of the soft RLIMIT_NOFILE
+    (often 1024 under systemd), so kept descriptors never starve pipes, sockets and runc of theirs."""
+
+    def __init__(self) -> None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.limit = (1 << 20) if soft == resource.RLIM_INFINITY else soft // 4
+        self.kept = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.kept >= self.limit:
+                return False
+            self.kept += 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self.kept -= 1
+
+
+_KEPT_FDS: Final = _FdBudget()
+
+
 class CgroupReader:
     """The counters of one cgroup (v1 or v2), through file descriptors kept open between samples.
 
@@ -248,7 +274,15 @@ class CgroupReader:
             try:
                 fd = os.open(self._paths[key], os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                fd = _MISSING
+                self._fds[key] = _MISSING
+                return None
+            if not _KEPT_FDS.take():  # over the process's budget: this file is opened per sample
+                try:
+                    return os.pread(fd, 65536, 0)
+                except OSError:
+                    return None
+                finally:
+                    os.close(fd)
             self._fds[key] = fd
         if fd == _MISSING:
             return None
@@ -326,6 +360,7 @@ class CgroupReader:
             for fd in self._fds.values():
                 if fd != _MISSING:
                     os.close(fd)
+                    _KEPT_FDS.give()
             self._fds.clear()
 
 
