@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove only least recently used images until the store fits gc.image_store_max",
     )
+    image_gc.add_argument("--json", action="store_true", help="machine-readable output")
     for cmd in (image_list, image_rm, image_gc):
         cmd.add_argument("--plugin-config", type=Path, default=None)
     fetch = sub.add_parser("fetch", help="fetch, verify and unpack an image into the store as StartTask would")
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also remove running pods of a Nomad agent whose plugin is not running (it will not recover them)",
     )
     gc.add_argument("--plugin-config", type=Path, default=None)
+    gc.add_argument("--json", action="store_true", help="machine-readable output")
     validate = sub.add_parser("validate", help="check the rkt task configs of job files against the driver's schema")
     validate.add_argument("jobfiles", type=Path, nargs="+")
     _variable_flags(validate)
@@ -162,9 +164,9 @@ def _operate(opts: argparse.Namespace) -> int:
     if opts.command == "image" and opts.image_command == "rm":
         return operator.image_rm(config, opts.name)
     if opts.command == "image" and opts.image_command == "gc":
-        return operator.image_gc(config, dry_run=opts.dry_run, to_budget=opts.to_budget)
+        return operator.image_gc(config, dry_run=opts.dry_run, to_budget=opts.to_budget, as_json=opts.json)
     if opts.command == "gc":
-        return operator.gc(config, dry_run=opts.dry_run, force=opts.force)
+        return operator.gc(config, dry_run=opts.dry_run, force=opts.force, as_json=opts.json)
     if opts.command == "fetch":
         options = [o.strip() for o in opts.insecure_options.split(",") if o.strip()]
         return operator.fetch(config, opts.image, options)

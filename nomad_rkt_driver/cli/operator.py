@@ -105,7 +105,7 @@ def pod_status(config: PluginConfig, pod_id: str, as_json: bool) -> int:
     return 0
 
 
-def gc(config: PluginConfig, *, dry_run: bool, force: bool) -> int:
+def gc(config: PluginConfig, *, dry_run: bool, force: bool, as_json: bool = False) -> int:
     """The operator's reconcile pass (no plugin needed); 1 when a removal failed."""
     from nomad_rkt_driver.driver.reconcile import judge_for_operator, plan, remove
     from nomad_rkt_driver.network.attach import PodNetworks
@@ -115,28 +115,31 @@ def gc(config: PluginConfig, *, dry_run: bool, force: bool) -> int:
         Path(config.data_dir) / "network", config.cni_path, config.cni_config_dir, config.default_network_subnet
     )
     grace = float(config.gc.dangling_pods.creation_grace)
-    failed = 0
+    report: list[dict[str, str]] = []
     for decision in plan(pods, networks, lambda found: judge_for_operator(found, grace, force), grace):
         what = f"{decision.what} {decision.pod_id}: {decision.reason}"
-        if not decision.remove:
-            print(f"kept          {what}")
-            continue
-        if dry_run:
-            print(f"would remove  {what}")
-            continue
-        if decision.reason.endswith("(--force)"):
-            print(
-                f"nomad-rkt-driver: warning: removing a running pod of the Nomad agent: {decision.pod_id}",
-                file=sys.stderr,
-            )
-        try:
-            remove(pods, networks, decision)
-        except (OSError, DriverError) as exc:
-            print(f"nomad-rkt-driver: could not remove {what}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"removed       {what}")
-    return 1 if failed else 0
+        row = {"kind": decision.what, "pod": decision.pod_id, "reason": decision.reason}
+        report.append(row)
+        if not decision.remove or dry_run:
+            row["action"] = "would remove" if decision.remove else "kept"
+        else:
+            if decision.reason.endswith("(--force)"):
+                print(
+                    f"nomad-rkt-driver: warning: removing a running pod of the Nomad agent: {decision.pod_id}",
+                    file=sys.stderr,
+                )
+            try:
+                remove(pods, networks, decision)
+                row["action"] = "removed"
+            except (OSError, DriverError) as exc:
+                print(f"nomad-rkt-driver: could not remove {what}: {exc}", file=sys.stderr)
+                row["action"], row["error"] = "failed", str(exc)
+                continue
+        if not as_json:
+            print(f"{row['action']:<13} {what}")
+    if as_json:
+        print(json.dumps(report, indent=2))
+    return 1 if any(row["action"] == "failed" for row in report) else 0
 
 
 def _when(epoch: Any) -> str:
@@ -213,7 +216,7 @@ def image_rm(config: PluginConfig, name: str) -> int:
     return 0
 
 
-def image_gc(config: PluginConfig, *, dry_run: bool, to_budget: bool) -> int:
+def image_gc(config: PluginConfig, *, dry_run: bool, to_budget: bool, as_json: bool = False) -> int:
     """Remove every image no pod uses (with ``to_budget``: only down to gc.image_store_max, LRU first)."""
     from nomad_rkt_driver.images import gc as imagegc
 
@@ -223,6 +226,18 @@ def image_gc(config: PluginConfig, *, dry_run: bool, to_budget: bool) -> int:
         return 1
     result = imagegc.collect(_store(config), budget=budget if to_budget else None, dry_run=dry_run)
     assert result is not None  # without a wait limit, collect waits for a pass of the plugin to end
+    if as_json:
+        summary = {
+            "dry_run": dry_run,
+            "removed": [{"name": name, "freed_bytes": freed} for name, freed in result.removed],
+            "kept": [{"name": name, "reason": reason} for name, reason in sorted(result.kept.items())],
+            "unnamed_freed_bytes": result.leftovers,
+            "freed_bytes": result.freed,
+            "store_bytes": result.total_after,
+            "budget_bytes": budget,
+        }
+        print(json.dumps(summary, indent=2))
+        return 0
     for name, freed in result.removed:
         print(f"{'would remove' if dry_run else 'removed':<13} {name} ({format_size(freed)})")
     for name, reason in sorted(result.kept.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def test_gc_keeps_what_a_live_plugin_owns_then_removes_dangling_pods(
     assert dry.stdout.count("would remove") == 2 and "network orphan-net" in dry.stdout
     assert "--force removes it" in dry.stdout, "the running agent pod is kept and the way out named"
     assert pods_of(data_dir) == pods and "orphan-net" in networks.pods(), "a dry run removes nothing"
+    rows = json.loads(cli(plugin_hcl, "gc", "--dry-run", "--json").stdout)
+    assert sorted(r["action"] for r in rows) == ["kept", "would remove", "would remove"]
+    assert {r["pod"] for r in rows if r["kind"] == "network"} == {"orphan-net"}
 
     real = cli(plugin_hcl, "gc")
     assert real.returncode == 0, real.stderr

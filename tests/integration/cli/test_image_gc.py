@@ -57,6 +57,9 @@ def test_image_gc_dry_run_then_gc_frees_what_no_pod_uses(plugin: Plugin, tmp_pat
         assert re.search(rf"would remove +{re.escape(c)} \(", dry.stdout)
         assert re.search(rf"kept +{re.escape(a)}: used by running pods", dry.stdout)
         assert set(listing(plugin_hcl)) == {a, b, c} and du(data_dir / "images") == before, "a dry run removes nothing"
+        summary = json.loads(cli(plugin_hcl, "image", "gc", "--dry-run", "--json").stdout)
+        assert summary["dry_run"] and {r["name"] for r in summary["removed"]} == {b, c}
+        assert [k["name"] for k in summary["kept"]] == [a] and summary["freed_bytes"] > 0
 
         done = cli(plugin_hcl, "image", "gc")
         assert done.returncode == 0, done.stderr
