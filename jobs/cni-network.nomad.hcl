@@ -1,18 +1,19 @@
 # A web service on a named CNI network: "bridge-net" is a Linux bridge (bridge + host-local IPAM
 # + portmap), defined by jobs/cni/bridge-net.conflist; the plugin finds it through cni_config_dir
-# (see bridge.plugin.hcl). Nomad's dynamic port "http" is mapped onto the image's named port
+# (see cni-network.plugin.hcl). Nomad's dynamic port "http" is mapped onto the image's named port
 # 8080-tcp, rkt style. From the repository root, after `make demo` built the image:
 #
-#   nomad-rkt-driver run jobs/bridge.nomad.hcl --plugin-config jobs/bridge.plugin.hcl
+#   nomad-rkt-driver run jobs/cni-network.nomad.hcl --plugin-config jobs/cni-network.plugin.hcl
 #
-# Another network from the same directory: -var network=NAME.
+# Another network from the same directory: -var network=NAME. This is a network of the driver's own,
+# chosen per task; for Nomad's group bridge networking see bridge.nomad.hcl.
 variable "network" {
   type        = string
   default     = "bridge-net"
   description = "CNI network name (the \"name\" of a conflist in the plugin's cni_config_dir)"
 }
 
-job "bridge" {
+job "cni-network" {
   datacenters = ["dc1"]
   type        = "service"
 

@@ -58,6 +58,12 @@ class GroupSpec:
     ports: tuple[PortSpec, ...] = ()
     network_mode: str = "host"
     restart: Restart = field(default_factory=Restart)
+    hostname: str = ""  # network { hostname = ... } (bridge mode)
+
+    @property
+    def own_netns(self) -> bool:
+        """Whether the group gets a network namespace of its own (every mode but host)."""
+        return self.network_mode != "host"
 
 
 @dataclass(frozen=True)
@@ -94,15 +100,40 @@ def _restart(block: Any, where: str, base: Restart) -> Restart:
     )
 
 
-def _ports(network: Any) -> tuple[tuple[PortSpec, ...], str]:
+SUPPORTED_MODES = "host (the default), bridge, none, cni/<network name>"
+
+
+def _network(network: Any, where: str) -> tuple[tuple[PortSpec, ...], str, str]:
+    """The group's ports, network mode and hostname; JobFileError for a mode Nomad does not know."""
+    if isinstance(network, list) and len(network) > 1:
+        raise JobFileError(f"{where}: {len(network)} network blocks; a group has at most one")
     body = single(network) if network else None
     if not body:
-        return (), "host"
+        return (), "host", ""
     ports = tuple(
         PortSpec(label, int(spec.get("static", 0) or 0), int(spec.get("to", 0) or 0))
         for label, spec in _labelled(body.get("port"))
     )
-    return ports, str(body.get("mode", "host"))
+    mode = str(body.get("mode") or "host")
+    if mode not in ("host", "bridge", "none") and not (mode.startswith("cni/") and len(mode) > len("cni/")):
+        raise JobFileError(f'{where}: network mode "{mode}" is not supported; use one of {SUPPORTED_MODES}')
+    if mode == "none" and ports:
+        raise JobFileError(
+            f'{where}: network mode "none" has no network to forward ports to; '
+            f"remove the port blocks ({', '.join(p.label for p in ports)}) or use another mode"
+        )
+    return ports, mode, str(body.get("hostname") or "")
+
+
+def _check_task_network(group: GroupSpec, task: TaskSpec, where: str) -> None:
+    """A task in a group namespace joins it: its own ``net`` cannot apply (the plugin would ignore it)."""
+    if not group.own_netns or task.driver != "rkt" or "net" not in task.config:
+        return
+    raise JobFileError(
+        f"{where}: config net = {task.config['net']!r} cannot apply: the group's network mode is "
+        f'"{group.network_mode}", so every task joins the allocation\'s network namespace; remove net, '
+        'or leave the group in mode "host" to give each task its own networks'
+    )
 
 
 def _task(name: str, body: dict[str, Any], where: str, restart: Restart) -> TaskSpec:
@@ -137,12 +168,15 @@ def load_job(path: Path, inputs: VarInputs | None = None) -> JobSpec:
     for group_name, group in _labelled(job.get("group")):
         where = f'{path}: group "{group_name}"'
         restart = _restart(group.get("restart"), where, Restart())
-        ports, mode = _ports(group.get("network"))
+        ports, mode, hostname = _network(group.get("network"), where)
         tasks = tuple(
             _task(task_name, body, f'{where} task "{task_name}"', restart)
             for task_name, body in _labelled(group.get("task"))
         )
-        groups.append(GroupSpec(group_name, tasks, ports, mode, restart))
+        spec = GroupSpec(group_name, tasks, ports, mode, restart, hostname)
+        for task in tasks:
+            _check_task_network(spec, task, f'{where} task "{task.name}"')
+        groups.append(spec)
     meta = {str(k): str(v) for k, v in (single(job.get("meta")) or {}).items()}
     return JobSpec(job_name, str(job.get("type", "service")), tuple(groups), meta)
 

@@ -24,8 +24,8 @@ from google.protobuf.duration_pb2 import Duration as DurationProto
 
 from nomad_rkt_driver.cli.env import interpolate, task_env
 from nomad_rkt_driver.cli.events import EventPrinter, EventWatcher
-from nomad_rkt_driver.cli.hclfile import encode_like_nomad, plugin_block
-from nomad_rkt_driver.cli.jobfile import GroupSpec, JobSpec, TaskSpec
+from nomad_rkt_driver.cli.hclfile import encode_like_nomad, load_hcl, plugin_block, single
+from nomad_rkt_driver.cli.jobfile import GroupSpec, JobFileError, JobSpec, TaskSpec
 from nomad_rkt_driver.cli.logmon import LogMon
 from nomad_rkt_driver.cli.plugin_client import PluginProcess
 from nomad_rkt_driver.cli.ports import Allocated
@@ -33,6 +33,15 @@ from nomad_rkt_driver.config.decode import decode_msgpack
 from nomad_rkt_driver.config.plugin import WHERE as PLUGIN_WHERE
 from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig
+from nomad_rkt_driver.network import conflist
+from nomad_rkt_driver.network.group import (
+    BridgeSettings,
+    GroupNetwork,
+    GroupNetworks,
+    GroupPort,
+    ensure_admin_rule,
+    nomad_bridge,
+)
 from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
 from nomad_rkt_driver.runtime.owners import RUNNER_ENV
 
@@ -68,6 +77,11 @@ class Runner:
         self.alloc_dir = Path(self.plugin_config.data_dir) / "allocs" / self.alloc_id
         self.stopping = threading.Event()
         self._print_lock = threading.Lock()
+        self.bridge = BridgeSettings()
+        self.group_networks = GroupNetworks(
+            Path(self.plugin_config.data_dir) / "network" / "groups", self.plugin_config.cni_path
+        )
+        self.netns: dict[str, GroupNetwork] = {}  # group name → its namespace (modes other than host)
 
     def say(self, text: str, stream: TextIO | None = None) -> None:
         with self._print_lock:
@@ -106,6 +120,15 @@ class Runner:
     def _task_config(self, task: RunningTask, ports: tuple[Allocated, ...]) -> driver_pb2.TaskConfig:
         logs = self.alloc_dir / "alloc" / "logs"
         memory_max = max(task.spec.memory_mb, task.spec.memory_max_mb)
+        isolation = None
+        joined = self.netns.get(task.group.name)
+        if joined is not None:  # Nomad's group namespace: the plugin joins it
+            hosts = driver_pb2.HostsConfig(hostname=task.group.hostname, address=joined.ip)
+            isolation = driver_pb2.NetworkIsolationSpec(
+                mode=driver_pb2.NetworkIsolationSpec.GROUP,
+                path=joined.path,
+                hostsConfig=hosts if task.group.hostname else None,
+            )
         return driver_pb2.TaskConfig(
             id=f"{self.alloc_id}/{task.spec.name}/{secrets.token_hex(4)}",
             name=task.spec.name,
@@ -132,6 +155,7 @@ class Runner:
                 ),
                 ports=[driver_pb2.PortMapping(label=p.label, value=p.value, to=p.to, host_ip=p.host_ip) for p in ports],
             ),
+            network_isolation_spec=isolation,
         )
 
     def _start_logs(self, task: RunningTask, config: driver_pb2.TaskConfig) -> None:
@@ -146,6 +170,94 @@ class Runner:
 
     def _echo(self, name: str, stream: TextIO) -> Callable[[str], None]:
         return lambda line: self.say(f"{name} | {line}", stream)
+
+    # -- group networks (what a Nomad client makes for network { mode = ... }) --------------
+
+    def group_confs(self, groups: list[GroupSpec]) -> dict[str, conflist.NetworkConf | None]:
+        """The CNI network of each group with a namespace of its own (None: ``none``, only lo),
+        checked before anything starts."""
+        confs: dict[str, conflist.NetworkConf | None] = {}
+        for group in groups:
+            if group.network_mode == "bridge":
+                confs[group.name] = nomad_bridge(self.bridge)
+            elif group.network_mode == "none":
+                confs[group.name] = None
+            elif group.network_mode.startswith("cni/"):
+                confs[group.name] = self._named_cni(group)
+        return confs
+
+    def _named_cni(self, group: GroupSpec) -> conflist.NetworkConf:
+        name = group.network_mode[len("cni/") :]
+        conf_dir = self.plugin_config.cni_config_dir
+        found = conflist.scan(conf_dir)
+        conf = found.networks.get(name)
+        if conf is not None:
+            return conf
+        problem = (
+            f'{self.job.name}: group "{group.name}": network mode "{group.network_mode}": no CNI network named '
+            f'"{name}" in {conf_dir} (the plugin config\'s cni_config_dir); '
+            f"known there: {', '.join(sorted(found.networks)) or 'none'}"
+        )
+        if found.broken:
+            problem += "; unreadable files there: " + "; ".join(f"{p}: {e}" for p, e in found.broken.items())
+        raise JobFileError(problem)
+
+    def netns_name(self, groups: list[GroupSpec], group: GroupSpec) -> str:
+        """Nomad names an allocation's namespace after the allocation; the runner's one allocation
+        holds every group, so with several such groups each gets ``<alloc id>-<n>``."""
+        own = [g.name for g in groups if g.own_netns]
+        return self.alloc_id if len(own) == 1 else f"{self.alloc_id}-{own.index(group.name)}"
+
+    def create_networks(
+        self,
+        groups: list[GroupSpec],
+        confs: dict[str, conflist.NetworkConf | None],
+        ports: dict[str, tuple[Allocated, ...]],
+    ) -> None:
+        for group in groups:
+            if group.name not in confs:
+                continue
+            conf = confs[group.name]
+            if group.network_mode == "bridge":
+                ensure_admin_rule(self.bridge)
+            forwards = [GroupPort(p.label, p.value, p.to, p.host_ip) for p in ports[group.name]]
+            made = self.group_networks.create(self.netns_name(groups, group), conf, forwards)
+            self.netns[group.name] = made
+            where = f" on {conf.name} ({made.ip})" if conf is not None and made.ip else " (only lo)"
+            self.say(f"{group.name}: network mode {group.network_mode}: namespace {made.path}{where}")
+
+    def destroy_networks(self) -> None:
+        """Each group's CNI DEL and namespace; every one is tried, the first error is raised."""
+        first: Exception | None = None
+        for group, made in list(self.netns.items()):
+            try:
+                self.group_networks.destroy(made.name)
+                del self.netns[group]
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def reap_stale_networks(self) -> None:
+        """Group networks of an earlier run that was killed before it could tear them down."""
+        for name in self.group_networks.stale():
+            try:
+                self.group_networks.destroy(name)
+                self.say(f"removed the group network {name} of an earlier run that is gone")
+            except Exception as exc:
+                self.say(f"nomad-rkt-driver: cannot remove the stale group network {name}: {exc}", sys.stderr)
+
+    def warn_ignored_ports(self, task: RunningTask) -> None:
+        """port_map/ports of a task in a group namespace do nothing: the client forwards the group's ports."""
+        labels = [*task.config.get("port_map", {}), *task.config.get("ports", [])]
+        if not task.group.own_netns or not labels:
+            return
+        self.say(
+            f"{task.spec.name}: warning: port_map/ports ({', '.join(dict.fromkeys(labels))}) are ignored in "
+            f'network mode "{task.group.network_mode}": each group port is forwarded from its host port to its '
+            '`to` (port "<label>" { to = <port> }), and the task listens on NOMAD_PORT_<label>',
+            sys.stderr,
+        )
 
     # -- running --------------------------------------------------------------------------
 
@@ -250,6 +362,7 @@ def _start_and_supervise(
     ports: dict[str, tuple[Allocated, ...]],
 ) -> int:
     for task in tasks:
+        runner.warn_ignored_ports(task)
         runner.say(f"{task.spec.name}: starting {task.config['image']}")
         runner.start(plugin, task, ports[task.group.name])
     for group in groups:
@@ -258,16 +371,36 @@ def _start_and_supervise(
     return supervise(runner, plugin, tasks, ports)
 
 
+def client_bridge(path: Path) -> BridgeSettings:
+    """The Nomad client's bridge settings from a ``client {}`` block of the agent config file that
+    holds the plugin block (``bridge_network_name``, ``bridge_network_subnet``,
+    ``bridge_network_hairpin_mode``); Nomad's defaults without one."""
+    body = single(load_hcl(path).get("client")) or {}
+    default = BridgeSettings()
+    settings = BridgeSettings(
+        name=str(body.get("bridge_network_name") or default.name),
+        subnet=str(body.get("bridge_network_subnet") or default.subnet),
+        hairpin=bool(body.get("bridge_network_hairpin_mode", default.hairpin)),
+    )
+    try:
+        settings.check(f"{path}: client")
+    except ValueError as exc:
+        raise JobFileError(str(exc)) from None
+    return settings
+
+
 def run_job(job: JobSpec, job_path: Path, plugin_config: Path | None) -> int:
     """Run ``job``; the process exit code (the first failing task's code for batch jobs)."""
     from nomad_rkt_driver.cli.ports import allocate
 
     body = plugin_block(plugin_config) if plugin_config else {}
     runner = Runner(job, job_path.parent, body)
+    runner.bridge = client_bridge(plugin_config) if plugin_config else BridgeSettings()
     groups = [g for g in job.groups if any(t.driver == "rkt" for t in g.tasks)]
     if not groups:
         runner.say(f'{job_path}: no task uses driver = "rkt"', sys.stderr)
         return 1
+    confs = runner.group_confs(groups)  # a missing cni/<name> network fails before anything is made
     ports = {g.name: allocate(g.ports) for g in groups}
     tasks = [runner.prepare(g, t, ports[g.name]) for g in groups for t in g.tasks if t.driver == "rkt"]
     previous = signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
@@ -278,13 +411,18 @@ def run_job(job: JobSpec, job_path: Path, plugin_config: Path | None) -> int:
             runner.set_config(plugin)
             watcher = runner.watch_events(plugin)
             try:
+                runner.reap_stale_networks()
+                runner.create_networks(groups, confs, ports)
                 code = _start_and_supervise(runner, plugin, tasks, groups, ports)
                 if runner.stopping.is_set():
                     runner.say("stopping: each task gets its kill_signal, then SIGKILL after its kill_timeout")
             finally:
-                for task in tasks:  # also the ones started before another failed to start
-                    runner.stop(plugin, task)
-                watcher.stop()
+                try:
+                    for task in tasks:  # also the ones started before another failed to start
+                        runner.stop(plugin, task)
+                finally:
+                    runner.destroy_networks()  # after the tasks, as a Nomad client does
+                    watcher.stop()
             runner.say(f"job {job.name}: all tasks stopped and cleaned up")
             return code
     except grpc.RpcError as exc:

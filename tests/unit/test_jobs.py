@@ -23,8 +23,9 @@ def test_there_are_example_jobs() -> None:
         "hello.nomad.hcl",
         "vault-registry.nomad.hcl",
         "bridge.nomad.hcl",
+        "cni-network.nomad.hcl",
     }
-    assert {p.name for p in PLUGIN_FILES} >= {"vault-registry.plugin.hcl", "bridge.plugin.hcl"}
+    assert {p.name for p in PLUGIN_FILES} >= {"vault-registry.plugin.hcl", "cni-network.plugin.hcl"}
 
 
 @pytest.mark.parametrize("path", PLUGIN_FILES, ids=lambda p: p.name)
@@ -32,13 +33,13 @@ def test_example_plugin_configs_are_valid(path: Path) -> None:
     decode_msgpack(PluginConfig, encode_like_nomad(PluginConfig, plugin_block(path)), path.name)
 
 
-def test_bridge_example_names_a_shipped_conflist_its_plugin_config_points_at() -> None:
-    (task,) = rkt_tasks(JOBS_DIR / "bridge.nomad.hcl")
+def test_cni_network_example_names_a_shipped_conflist_its_plugin_config_points_at() -> None:
+    (task,) = rkt_tasks(JOBS_DIR / "cni-network.nomad.hcl")
     config = decode_msgpack(
-        PluginConfig, encode_like_nomad(PluginConfig, plugin_block(JOBS_DIR / "bridge.plugin.hcl")), "b"
+        PluginConfig, encode_like_nomad(PluginConfig, plugin_block(JOBS_DIR / "cni-network.plugin.hcl")), "b"
     )
     assert config.cni_config_dir == str(JOBS_DIR / "cni")  # relative to the plugin file
-    (network,) = conflist.select(tuple(task.config["net"]), config.cni_config_dir, "10.0.0.0/24", "/tmp/ipam", "bridge")
+    (network,) = conflist.select(tuple(task.config["net"]), config.cni_config_dir, "10.0.0.0/24", "/tmp/ipam", "cni")
     assert [p["type"] for p in network.plugins] == ["bridge", "portmap"]
     assert network.plugins[0]["ipam"]["type"] == "host-local"
 

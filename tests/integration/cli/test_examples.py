@@ -1,11 +1,16 @@
 """The example jobs in jobs/ run end to end through `nomad-rkt-driver run` with real parts: an OpenBao
 dev server and a TLS + basic-auth docker-registry for vault-registry, the reference bridge CNI plugin
-with iptables for bridge; each leaves nothing behind."""
+with iptables for cni-network (a named conflist) and for bridge (Nomad's group bridge network, made
+by the runner as a Nomad client makes it); each leaves nothing behind."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import random
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -17,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from nomad_rkt_driver.network.group import GroupNetworks
 from tests.baoserver import ROOT_TOKEN, BaoServer, start
 from tests.imagebuild import busybox_image
+from tests.integration.network.conftest import fetch
 from tests.registryserver import PASSWORD, USERNAME, RegistryServer
 
 from .conftest import ROOT, PodNetwork, output, run, start_runner, with_test_settings
@@ -79,26 +86,26 @@ def test_vault_registry_example_pulls_with_credentials_from_vault(
 
 
 @dataclass
-class BridgeRun:
+class CniRun:
     workdir: Path
     bridge: str
     pod: PodNetwork
 
 
 @pytest.fixture
-def bridge_run(workdir: Path) -> Iterator[BridgeRun]:
-    """jobs/bridge.* and jobs/cni/ as shipped, copied to workdir/jobs (the plugin file's relative
+def cni_run(workdir: Path) -> Iterator[CniRun]:
+    """jobs/cni-network.* and jobs/cni/ as shipped, copied to workdir/jobs (the plugin file's relative
     cni_config_dir is taken from its own directory, so it means the shipped conflist); afterwards,
     nothing of the pod's network may be left: netns, iptables rules for its address, a veth on the
     bridge, IPAM leases."""
     jobs = workdir / "jobs"
     jobs.mkdir()
     shutil.copytree(JOBS / "cni", jobs / "cni")
-    shutil.copy(JOBS / "bridge.nomad.hcl", jobs / "bridge.nomad.hcl")
+    shutil.copy(JOBS / "cni-network.nomad.hcl", jobs / "cni-network.nomad.hcl")
     (jobs / "images").symlink_to(workdir / "images")
     conflist = json.loads((JOBS / "cni" / "bridge-net.conflist").read_text())
     leases = Path("/var/lib/cni/networks") / conflist["name"]
-    made = BridgeRun(workdir, conflist["plugins"][0]["bridge"], PodNetwork(workdir / "data"))
+    made = CniRun(workdir, conflist["plugins"][0]["bridge"], PodNetwork(workdir / "data"))
     existed = Path(f"/sys/class/net/{made.bridge}").exists()
     leases_existed = leases.exists()
     yield made
@@ -109,15 +116,17 @@ def bridge_run(workdir: Path) -> Iterator[BridgeRun]:
         subprocess.run(["ip", "link", "delete", made.bridge], check=False, capture_output=True)
     if not leases_existed and not lease_files:  # host-local's own lock and last_reserved_ip files
         shutil.rmtree(leases, ignore_errors=True)
-    assert left == [], "the bridge job left network state behind"
+    assert left == [], "the cni-network job left network state behind"
     assert on_bridge == "", f"a pod interface is left on {made.bridge}: {on_bridge}"
-    assert lease_files == [], "the bridge job left IPAM leases behind"
+    assert lease_files == [], "the cni-network job left IPAM leases behind"
 
 
-def test_bridge_example_serves_through_a_named_bridge_network(bridge_run: BridgeRun) -> None:
-    workdir = bridge_run.workdir
-    plugin = with_test_settings(JOBS / "bridge.plugin.hcl", workdir / "jobs" / "bridge.plugin.hcl", workdir / "data")
-    proc = start_runner(workdir, workdir / "jobs" / "bridge.nomad.hcl", plugin=plugin)
+def test_cni_network_example_serves_through_a_named_bridge_network(cni_run: CniRun) -> None:
+    workdir = cni_run.workdir
+    plugin = with_test_settings(
+        JOBS / "cni-network.plugin.hcl", workdir / "jobs" / "cni-network.plugin.hcl", workdir / "data"
+    )
+    proc = start_runner(workdir, workdir / "jobs" / "cni-network.nomad.hcl", plugin=plugin)
     try:
         assert proc.stdout is not None
         address = ""
@@ -126,14 +135,14 @@ def test_bridge_example_serves_through_a_named_bridge_network(bridge_run: Bridge
             line = proc.stdout.readline()
             if not line:
                 break
-            bridge_run.pod.note(line)
+            cni_run.pod.note(line)
             if "port http -> " in line:
                 address = line.split("-> ", 1)[1].strip()
         assert address.startswith("http://127.0.0.1:"), "the runner printed no address"
-        pod = bridge_run.pod.ip
+        pod = cni_run.pod.ip
         assert pod.startswith("10.66.77."), f"the pod is not on bridge-net's subnet: {pod!r}"
-        assert output("ip", "-o", "link", "show", "master", bridge_run.bridge), "no pod interface on the bridge"
-        assert any(f"{pod}:8080" in rule for rule in bridge_run.pod.nat_rules()), "no portmap DNAT to the pod"
+        assert output("ip", "-o", "link", "show", "master", cni_run.bridge), "no pod interface on the bridge"
+        assert any(f"{pod}:8080" in rule for rule in cni_run.pod.nat_rules()), "no portmap DNAT to the pod"
         page = ""
         while time.monotonic() < deadline and not page:
             try:
@@ -150,3 +159,163 @@ def test_bridge_example_serves_through_a_named_bridge_network(bridge_run: Bridge
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@dataclass
+class GroupBridge:
+    """jobs/bridge.nomad.hcl as shipped in a work dir, with a per-test bridge and subnet given the way a
+    Nomad agent's config gives them (client { bridge_network_name, bridge_network_subnet } beside the
+    plugin block), and what the run made, noted from its output."""
+
+    workdir: Path
+    bridge: str
+    subnet: str
+    plugin: Path
+    job: Path
+    chains_before: set[str]
+    netns: str = ""
+    ip: str = ""
+
+    def note(self, line: str) -> None:
+        """``web: network mode bridge: namespace /run/netns/<alloc id> on nomad (<ip>)``."""
+        found = re.search(r"network mode bridge: namespace /run/netns/(\S+) on nomad \((\S+)\)", line)
+        if found:
+            self.netns, self.ip = found.groups()
+
+    def leftovers(self) -> list[str]:
+        """The alloc's namespace, veths, per-alloc nat chains, iptables rules for its address, its lease,
+        the runner's state file."""
+        assert self.netns and self.ip, "the runner never said which namespace and address it made"
+        left = [f"netns {self.netns}"] if Path(f"/run/netns/{self.netns}").exists() else []
+        left += [
+            f"link on {self.bridge}: {line}"
+            for line in output("ip", "-o", "link", "show", "master", self.bridge).splitlines()
+        ]
+        mine = re.compile(rf"(?<![\d.]){re.escape(self.ip)}(?![\d])")
+        for table in ("nat", "filter"):
+            rules = output("iptables", "-t", table, "-S").splitlines()
+            left += [f"iptables -t {table} {r}" for r in rules if mine.search(r) or self.netns in r]
+        left += [f"iptables nat chain {c}" for c in sorted(nat_chains() - self.chains_before)]
+        if (LEASES / self.ip).exists():
+            left.append(f"lease {LEASES / self.ip}")
+        groups = self.workdir / "data" / "network" / "groups"
+        left += [f"state {p}" for p in groups.glob("*")] if groups.is_dir() else []
+        return left
+
+
+LEASES = Path("/var/lib/cni/networks/nomad")  # host-local's default dir for Nomad's network "nomad"
+
+
+def nat_chains() -> set[str]:
+    """Per-alloc nat chains (portmap's shared CNI-HOSTPORT-* ones stay by design)."""
+    lines = output("iptables", "-t", "nat", "-S").splitlines()
+    return {line[3:] for line in lines if line.startswith("-N CNI-") and not line.startswith("-N CNI-HOSTPORT-")}
+
+
+def _chain_exists(chain: str) -> bool:
+    return subprocess.run(["iptables", "-n", "-L", chain], capture_output=True, check=False).returncode == 0
+
+
+def _free_subnet() -> str:
+    routes = output("ip", "-4", "route", "show")
+    while True:
+        prefix = f"10.{random.randint(100, 199)}.{random.randint(0, 255)}."
+        if prefix not in routes:
+            return prefix + "0/24"
+
+
+@pytest.fixture
+def group_bridge(workdir: Path) -> Iterator[GroupBridge]:
+    bridge = f"nrdb{secrets.token_hex(4)}"
+    subnet = _free_subnet()
+    plugin = workdir / "agent.hcl"
+    plugin.write_text(
+        f'client {{\n  bridge_network_name = "{bridge}"\n  bridge_network_subnet = "{subnet}"\n}}\n'
+        + (workdir / "plugin.hcl").read_text()
+    )
+    job = workdir / "bridge.nomad.hcl"
+    shutil.copy(JOBS / "bridge.nomad.hcl", job)
+    shared = {c: _chain_exists(c) for c in ("CNI-FORWARD", "NOMAD-ADMIN")}
+    leases_existed = LEASES.exists()
+    made = GroupBridge(workdir, bridge, subnet, plugin, job, nat_chains())
+    yield made
+    # Safety net after a failed test: the runner's group networks of this data dir, torn down from their state.
+    networks = GroupNetworks(workdir / "data" / "network" / "groups", ("/usr/lib/cni",))
+    for state in sorted(networks.root.glob("*.json")):
+        networks.destroy(state.name.removesuffix(".json"))
+    # What stays by design, as with Nomad: the bridge, NOMAD-ADMIN's rule for it, the firewall plugin's
+    # shared chains. The test made them for its own bridge, so it removes them.
+    subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
+    rule = ["-o", bridge, "-d", subnet, "-j", "ACCEPT"]
+    subprocess.run(["iptables", "-D", "NOMAD-ADMIN", *rule], check=False, capture_output=True)
+    if not shared["CNI-FORWARD"]:
+        jump = ["-m", "comment", "--comment", "CNI firewall plugin rules", "-j", "CNI-FORWARD"]
+        subprocess.run(["iptables", "-D", "FORWARD", *jump], check=False, capture_output=True)
+        subprocess.run(["iptables", "-F", "CNI-FORWARD"], check=False, capture_output=True)
+        subprocess.run(["iptables", "-X", "CNI-FORWARD"], check=False, capture_output=True)
+    if not shared["NOMAD-ADMIN"]:
+        subprocess.run(["iptables", "-X", "NOMAD-ADMIN"], check=False, capture_output=True)
+    lease_files = [p for p in LEASES.glob("*") if p.name != "lock" and not p.name.startswith("last_reserved")]
+    if not leases_existed and not lease_files:
+        shutil.rmtree(LEASES, ignore_errors=True)
+
+
+def test_bridge_example_runs_both_tasks_in_nomads_group_bridge_network(group_bridge: GroupBridge) -> None:
+    workdir = group_bridge.workdir
+    proc = start_runner(workdir, group_bridge.job, plugin=group_bridge.plugin)
+    try:
+        assert proc.stdout is not None
+        address = probe = ""
+        lines: list[str] = []
+        deadline = time.monotonic() + 90
+        while not (address and probe) and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            group_bridge.note(line)
+            if "port http -> " in line:
+                address = line.split("-> ", 1)[1].strip()
+            if line.startswith("probe | "):
+                probe = line
+        assert address.startswith("http://127.0.0.1:"), f"the runner printed no address: {lines}"
+        assert ipaddress.ip_address(group_bridge.ip) in ipaddress.ip_network(group_bridge.subnet)
+        assert Path(f"/run/netns/{group_bridge.netns}").exists()
+        host_port = address.rsplit(":", 1)[1].strip("/")
+        # One interface on the bridge for the whole allocation, and portmap's forward host port → to, tcp and udp.
+        assert len(output("ip", "-o", "link", "show", "master", group_bridge.bridge).splitlines()) == 1
+        dnat = [r for r in output("iptables", "-t", "nat", "-S").splitlines() if f"{group_bridge.ip}:8080" in r]
+        assert {("-p tcp" in r, "-p udp" in r) for r in dnat} == {(True, False), (False, True)}, dnat
+        assert all(f"--dport {host_port}" in r for r in dnat)
+        assert "hello from a rkt pod" in fetch(address, 30)
+        # The probe task reached httpd on its own loopback: both tasks are in the one namespace, and
+        # NOMAD_PORT_http is the port inside it (to = 8080), not the host port.
+        assert probe.strip() == (
+            "probe | reached httpd at 127.0.0.1:8080 in the shared namespace: <h1>hello from a rkt pod</h1>"
+        ), probe
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "all tasks stopped and cleaned up" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert group_bridge.leftovers() == []
+
+
+def test_a_bridge_job_whose_task_fails_to_start_leaves_no_network(group_bridge: GroupBridge) -> None:
+    text = group_bridge.job.read_text()
+    broken = text.replace(
+        'image   = "oci:images/busybox:1"\n        command = "/bin/sh"',
+        'image   = "oci:images/missing:1"\n        command = "/bin/sh"',
+    )
+    assert broken != text
+    group_bridge.job.write_text(broken)
+    done = run(group_bridge.workdir, group_bridge.job, plugin=group_bridge.plugin)
+    assert done.returncode == 1
+    assert "images/missing" in done.stderr, done.stderr
+    for line in done.stdout.splitlines():
+        group_bridge.note(line)
+    assert "httpd: started" in done.stdout  # the first task ran in the namespace, and was destroyed
+    assert group_bridge.leftovers() == []
