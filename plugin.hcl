@@ -136,6 +136,11 @@ plugin "rkt" {
     # (Docker/OCI).
     trust_dir = "/etc/nomad-rkt-driver/trustedkeys"
 
+    # What an image string without a transport means: "docker" (busybox:1 is docker://busybox:1,
+    # as in Nomad's docker driver) or "appc" (an appc name found by discovery, rkt's own default).
+    # Paths, URLs, sha512- IDs and names with ,label=value are recognised either way.
+    default_image_transport = "docker"
+
     # A PEM file of CA certificates trusted, in addition to the system CAs, for HTTPS to
     # registries, ACI URLs and appc discovery (e.g. a private CA). insecure_options = ["tls"]
     # still skips verification.

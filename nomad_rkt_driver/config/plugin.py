@@ -75,6 +75,14 @@ def _cgroup_parent(value: str) -> None:
         raise ValueError(f'"{value}" is not an absolute cgroup path; write e.g. "/nomad-rkt"')
 
 
+IMAGE_TRANSPORTS: Final = ("docker", "appc")
+
+
+def _transport(value: str) -> None:
+    if value not in IMAGE_TRANSPORTS:
+        raise ValueError(f'"{value}" is not an image transport; use "docker" or "appc"')
+
+
 def _pull_activity(value: Duration) -> None:
     if value < 1:
         raise ValueError(f'must be at least 1s (got "{value.go_string()}"); the default is "2m"')
@@ -324,6 +332,13 @@ class PluginConfig:
         "Trusted image-signing keys, rkt's layout: root.d/ and prefix.d/<image name prefix>/ holding OpenPGP keys "
         "named by fingerprint (ACI) and sigstore public keys as <name>.pub PEM files (Docker/OCI).",
         validate=_absolute_dir,
+    )
+    default_image_transport: str = setting(
+        "docker",
+        'What an image string without a transport means: "docker" (busybox:1 is docker://busybox:1, as in '
+        "Nomad's docker driver) or \"appc\" (an appc name found by discovery, rkt's own default). Paths, URLs, "
+        "sha512- IDs and names with ,label=value are recognised either way.",
+        validate=_transport,
     )
     tls_ca_file: str | None = setting(
         None,

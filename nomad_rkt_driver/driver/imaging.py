@@ -163,7 +163,7 @@ class Images:
     ) -> ReadyImage:
         """Fetch (or import) the task's image, check the trust policy, unpack its layers."""
         try:
-            ref = parse_reference(task.image)
+            ref = parse_reference(task.image, plugin.default_image_transport)
         except InvalidArgument as exc:  # the parser names the text and the accepted forms
             raise InvalidConfig(where, "image", str(exc)) from exc
         off = expand(task.insecure_options)

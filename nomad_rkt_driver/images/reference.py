@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from nomad_rkt_driver.config.plugin import IMAGE_TRANSPORTS as TRANSPORTS
 from nomad_rkt_driver.errors import InvalidArgument
 from nomad_rkt_driver.images.platform import host_platform
 
@@ -42,7 +43,6 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 _DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DEFAULT_TAG = "latest"
-TRANSPORTS = ("docker", "appc")
 #: Every form an image string may take, for error messages.
 ACCEPTED_FORMS = (
     "[docker://]REGISTRY[:PORT]/REPO[:TAG][@DIGEST]",

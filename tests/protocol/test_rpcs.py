@@ -34,6 +34,7 @@ PLUGIN_KEYS = (
     "trust",
     "gc",
     "trust_dir",
+    "default_image_transport",
     "tls_ca_file",
     "pull_activity_timeout",
 )

@@ -104,6 +104,11 @@ def test_duration_without_unit_is_refused() -> None:
     assert "with a unit" in str(err)
 
 
+def test_unknown_image_transport_is_refused_with_the_choices() -> None:
+    err = refusal(PluginConfig, nomad_encoding(PluginConfig, default_image_transport="oci"))
+    assert err.attribute == "default_image_transport" and '"docker" or "appc"' in str(err)
+
+
 def test_corrupt_msgpack_is_refused_clearly() -> None:
     err = refusal(PluginConfig, b"\xc1\xff\x00garbage")
     assert "could not be decoded" in str(err)

@@ -76,11 +76,18 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
-def prepare(sites: Sites, store: Store, image: str, *options: str, **task: Any) -> ReadyImage:
+def prepare(
+    sites: Sites, store: Store, image: str, *options: str, transport: str = "docker", **task: Any
+) -> ReadyImage:
     config = decode(TaskConfig, {"image": image, "insecure_options": list(options), **task}, "task config")
     plugin = decode(
         PluginConfig,
-        {"data_dir": str(store.root), "trust_dir": str(sites.trust_dir), "tls_ca_file": str(sites.ca)},
+        {
+            "data_dir": str(store.root),
+            "trust_dir": str(sites.trust_dir),
+            "tls_ca_file": str(sites.ca),
+            "default_image_transport": transport,
+        },
         "plugin config",
     )
     return Images(store, Puller(store)).prepare(config, plugin, "task config")
@@ -132,6 +139,15 @@ def test_meta_tags_templates_and_the_first_endpoint(sites: Sites, store: Store) 
     before = len(sites.https.requests)
     assert prepare(sites, store, f"appc:{name}:1.0.0").record == ready.record  # stored: no discovery again
     assert len(sites.https.requests) == before
+
+
+def test_bare_names_are_appc_names_when_the_plugin_says_so(sites: Sites, store: Store) -> None:
+    name = "localhost/disc/bare"
+    publish(sites, name)
+    sites.https.pages["/disc/bare"] = meta("localhost/disc", TEMPLATE)
+    ready = prepare(sites, store, f"{name}:1.0.0", transport="appc")  # rkt's reading of a bare name
+    assert ready.record.name == "localhost/disc/bare:1.0.0,arch=amd64,os=linux"
+    assert asked(sites, "/disc/bare?ac-discovery=1") == ["/disc/bare?ac-discovery=1"]
 
 
 def test_the_walk_goes_up_to_shorter_prefixes(sites: Sites, store: Store) -> None:
