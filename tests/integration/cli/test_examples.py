@@ -319,3 +319,40 @@ def test_a_bridge_job_whose_task_fails_to_start_leaves_no_network(group_bridge: 
         group_bridge.note(line)
     assert "httpd: started" in done.stdout  # the first task ran in the namespace, and was destroyed
     assert group_bridge.leftovers() == []
+
+
+def test_none_and_named_cni_group_modes_in_one_job(cni_run: CniRun) -> None:
+    """Group mode "none" gets a namespace with only lo, "cni/bridge-net" one with the shipped conflist on
+    eth0; two such groups in the runner's one allocation get <alloc id>-0 and -1; both go at the end."""
+    workdir = cni_run.workdir
+    plugin = with_test_settings(
+        JOBS / "cni-network.plugin.hcl", workdir / "jobs" / "cni-network.plugin.hcl", workdir / "data"
+    )
+    task = (
+        '  task "{0}" {{\n   driver = "rkt"\n   config {{\n    image = "oci:images/busybox:1"\n'
+        '    command = "/bin/cat"\n    args = ["/proc/net/dev"]\n    insecure_options = ["image"]\n   }}\n  }}\n'
+    )
+    job = workdir / "jobs" / "modes.nomad.hcl"
+    job.write_text(
+        'job "modes" {\n type = "batch"\n'
+        ' group "isolated" {\n  network {\n   mode = "none"\n  }\n' + task.format("lo") + " }\n"
+        ' group "named" {\n  network {\n   mode = "cni/bridge-net"\n  }\n' + task.format("eth") + " }\n}\n"
+    )
+    done = run(workdir, job, plugin=plugin)
+    assert done.returncode == 0, done.stderr
+    made = dict(re.findall(r"network mode \S+: namespace /run/netns/(\S+) (.*)", done.stdout))
+    assert len(made) == 2, done.stdout
+    names = sorted(made)
+    assert [n.rsplit("-", 1)[1] for n in names] == ["0", "1"] and names[0][:-2] == names[1][:-2]
+    assert made[names[0]] == "(only lo)"
+    found = re.match(r"on bridge-net \((10\.66\.77\.\d+)\)", made[names[1]])
+    assert found, made
+    cni_run.pod.ip = found.group(1)  # the fixture checks its iptables rules and lease are gone
+    cni_run.pod.pod_ids = {"no-pod-netns"}  # the driver made no namespace of its own; the group's are checked here
+    interfaces = {
+        name: sorted(m.split(":")[0].strip() for m in re.findall(rf"^{name} \| +(\w+):", done.stdout, re.M))
+        for name in ("lo", "eth")
+    }
+    assert interfaces == {"lo": ["lo"], "eth": ["eth0", "lo"]}
+    assert not any(Path(f"/run/netns/{n}").exists() for n in names)
+    assert not any((workdir / "data" / "network" / "groups").glob("*"))
