@@ -249,7 +249,10 @@ class Runner:
 
     def warn_ignored_ports(self, task: RunningTask) -> None:
         """port_map/ports of a task in a group namespace do nothing: the client forwards the group's ports."""
-        labels = [*task.config.get("port_map", {}), *task.config.get("ports", [])]
+        port_map = task.config.get("port_map") or {}
+        blocks = port_map if isinstance(port_map, list) else [port_map]  # python-hcl2 gives blocks as lists
+        labels = [str(k) for block in blocks if isinstance(block, dict) for k in block]
+        labels += [str(label) for label in task.config.get("ports") or []]
         if not task.group.own_netns or not labels:
             return
         self.say(

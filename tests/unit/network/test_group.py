@@ -11,7 +11,7 @@ import pytest
 from nomad_rkt_driver.cli.env import task_env
 from nomad_rkt_driver.cli.jobfile import JobFileError, load_job
 from nomad_rkt_driver.cli.ports import Allocated
-from nomad_rkt_driver.cli.run import Runner, client_bridge
+from nomad_rkt_driver.cli.run import Runner, RunningTask, client_bridge
 from nomad_rkt_driver.network import cni
 from nomad_rkt_driver.network.group import (
     BridgeSettings,
@@ -225,3 +225,19 @@ def test_a_failed_add_is_rolled_back_with_del_and_the_namespace_removed(tmp_path
     finally:
         if Path(f"/run/netns/{name}").exists():
             os.system(f"ip netns delete {name}")
+
+
+def test_port_map_in_a_group_namespace_is_ignored_with_a_warning_naming_the_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port_map = '    port_map {\n     http = "8080-tcp"\n    }'
+    job = load_job(_job(tmp_path, '   mode = "bridge"\n   port "http" {}', port_map))
+    (group,) = job.groups
+    runner = Runner(job, tmp_path, {"data_dir": str(tmp_path / "data")})
+    runner.warn_ignored_ports(RunningTask(group.tasks[0], group, group.tasks[0].config, {}))
+    warning = capsys.readouterr().err
+    assert 't: warning: port_map/ports (http) are ignored in network mode "bridge"' in warning
+    assert "to its `to`" in warning
+    host = load_job(_job(tmp_path, '   port "http" {}', port_map))
+    runner.warn_ignored_ports(RunningTask(host.groups[0].tasks[0], host.groups[0], host.groups[0].tasks[0].config, {}))
+    assert capsys.readouterr().err == ""  # host mode: the plugin forwards port_map itself
