@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.images.store import Store
-from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+from nomad_rkt_driver.protocol.gen import driver_pb2
 from tests.imagebuild import busybox_variants
 from tests.protocol.plugin import Plugin
 
-from .conftest import CGROUP_PARENT, encode, make_alloc, task_config
+from .conftest import make_alloc, set_config, task_config
 
 MiB = 1 << 20
 
@@ -41,16 +40,9 @@ def run_once(plugin: Plugin, tmp_path: Path, image: str, task: str) -> None:
 def test_start_task_evicts_lru_unused_images_and_keeps_the_running_ones(
     plugin: Plugin, layout: Path, tmp_path: Path, data_dir: Path
 ) -> None:
-    plugin.base.SetConfig(
-        base_pb2.SetConfigRequest(
-            msgpack_config=encode(
-                PluginConfig,
-                data_dir=str(data_dir),
-                cgroup_parent=CGROUP_PARENT,
-                gc={"image": True, "image_delay": "1h", "image_store_max": "22MiB"},  # two images fit, not three
-            )
-        )
-    )
+    set_config(
+        plugin, data_dir, gc={"image": True, "image_delay": "1h", "image_store_max": "22MiB"}
+    )  # two images fit, not three
     a, b, c, d = (f"oci:{layout}:{tag}" for tag in "abcd")
     long = task_config(make_alloc(tmp_path, "long"), a, command="/bin/sh", args=["-c", "sleep 60"])
     plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=long), timeout=60)

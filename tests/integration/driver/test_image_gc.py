@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.images.store import Store
-from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+from nomad_rkt_driver.protocol.gen import driver_pb2
 from tests.protocol.plugin import Plugin
 
-from .conftest import CGROUP_PARENT, encode, make_alloc, task_config
+from .conftest import make_alloc, set_config, task_config
 
 
 def stored(data_dir: Path) -> list[str]:
@@ -19,16 +18,7 @@ def stored(data_dir: Path) -> list[str]:
 
 
 def test_unused_image_is_collected_after_the_delay(plugin: Plugin, image: str, tmp_path: Path, data_dir: Path) -> None:
-    plugin.base.SetConfig(
-        base_pb2.SetConfigRequest(
-            msgpack_config=encode(
-                PluginConfig,
-                data_dir=str(data_dir),
-                cgroup_parent=CGROUP_PARENT,
-                gc={"image": True, "image_delay": "1s"},
-            )
-        )
-    )
+    set_config(plugin, data_dir, gc={"image": True, "image_delay": "1s"})
     long = task_config(make_alloc(tmp_path, "long"), image, command="/bin/sh", args=["-c", "sleep 30"])
     short = task_config(make_alloc(tmp_path, "short"), image, command="/bin/true")
     plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=long), timeout=60)

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from nomad_rkt_driver.config.plugin import PluginConfig
-from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+from nomad_rkt_driver.protocol.gen import driver_pb2
 from nomad_rkt_driver.runtime import owners
 from nomad_rkt_driver.runtime.pods import Pods
 from nomad_rkt_driver.runtime.records import pod_id_for
 from tests.protocol.plugin import Plugin, launch, nomad_env
 
-from .conftest import CGROUP_PARENT, encode, leftovers, make_alloc, set_config, task_config
+from .conftest import CGROUP_PARENT, leftovers, make_alloc, set_config, task_config
 
 LOOP = "while :; do sleep 0.1; done"
 
@@ -28,14 +27,7 @@ def reconciling(data_dir: Path, env: dict[str, str] | None = None, **dangling: o
     """A fresh plugin whose reaper runs every second with a 4 s grace (its RecoverTasks come well before)."""
     fresh = launch(env or nomad_env())
     settings = {"period": "1s", "creation_grace": "4s", **dangling}
-    fresh.base.SetConfig(
-        base_pb2.SetConfigRequest(
-            msgpack_config=encode(
-                PluginConfig, data_dir=str(data_dir), cgroup_parent=CGROUP_PARENT, gc={"dangling_pods": settings}
-            ),
-            plugin_api_version="v0.1.0",
-        )
-    )
+    set_config(fresh, data_dir, gc={"dangling_pods": settings})
     return fresh
 
 

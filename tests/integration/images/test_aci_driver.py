@@ -9,12 +9,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.images.keystore import Keystore
-from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+from nomad_rkt_driver.protocol.gen import driver_pb2
 from tests.acibuild import Signer, aci_manifest, build_aci, make_signer
-from tests.integration.driver.conftest import CGROUP_PARENT, encode, make_alloc, task_config
-from tests.protocol.plugin import Plugin, launch, nomad_env
+from tests.integration.driver.conftest import make_alloc, set_config, task_config
+from tests.protocol.plugin import Plugin
 
 
 @pytest.fixture
@@ -27,24 +26,12 @@ def signer(tmp_path: Path) -> Iterator[Signer]:
 
 
 @pytest.fixture
-def plugin(data_dir: Path, tmp_path: Path, signer: Signer) -> Iterator[Plugin]:
+def plugin(plugin: Plugin, data_dir: Path, tmp_path: Path, signer: Signer) -> Plugin:
+    """The shared running plugin, trusting the signer's key for example.com."""
     trust_dir = tmp_path / "trustedkeys"
     Keystore([trust_dir]).add(signer.armored, "example.com")
-    running = launch(nomad_env())
-    try:
-        running.base.SetConfig(
-            base_pb2.SetConfigRequest(
-                msgpack_config=encode(
-                    PluginConfig, data_dir=str(data_dir), cgroup_parent=CGROUP_PARENT, trust_dir=str(trust_dir)
-                ),
-                plugin_api_version="v0.1.0",
-            )
-        )
-        yield running
-    finally:
-        if running.proc.poll() is None:
-            running.shutdown()
-        running.kill()
+    set_config(plugin, data_dir, trust_dir=str(trust_dir))
+    return plugin
 
 
 def test_signed_aci_runs_and_exits_with_its_code(plugin: Plugin, signer: Signer, tmp_path: Path) -> None:

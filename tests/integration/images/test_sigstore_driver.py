@@ -13,11 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from nomad_rkt_driver.config.plugin import PluginConfig
-from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2
+from nomad_rkt_driver.protocol.gen import driver_pb2
 from tests.imagebuild import busybox_image
-from tests.integration.driver.conftest import CGROUP_PARENT, encode, make_alloc, task_config
-from tests.protocol.plugin import Plugin, launch, nomad_env
+from tests.integration.driver.conftest import make_alloc, set_config, task_config
+from tests.protocol.plugin import Plugin
 from tests.registryserver import RegistryServer, need
 from tests.unit.images.test_sigstore_producer import Cosign
 
@@ -32,23 +31,11 @@ def registry(tmp_path: Path) -> Iterator[RegistryServer]:
 
 
 @pytest.fixture
-def plugin(data_dir: Path, tmp_path: Path, registry: RegistryServer) -> Iterator[tuple[Plugin, Path]]:
+def plugin(plugin: Plugin, data_dir: Path, tmp_path: Path, registry: RegistryServer) -> tuple[Plugin, Path]:
+    """The shared running plugin, configured with a trust dir the test fills."""
     trust_dir = tmp_path / "trustedkeys"
-    running = launch(nomad_env())
-    try:
-        running.base.SetConfig(
-            base_pb2.SetConfigRequest(
-                msgpack_config=encode(
-                    PluginConfig, data_dir=str(data_dir), cgroup_parent=CGROUP_PARENT, trust_dir=str(trust_dir)
-                ),
-                plugin_api_version="v0.1.0",
-            )
-        )
-        yield running, trust_dir
-    finally:
-        if running.proc.poll() is None:
-            running.shutdown()
-        running.kill()
+    set_config(plugin, data_dir, trust_dir=str(trust_dir))
+    return plugin, trust_dir
 
 
 def _digest(image: str) -> str:

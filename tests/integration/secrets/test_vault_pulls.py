@@ -16,11 +16,10 @@ import grpc
 import pytest
 from google.rpc import status_pb2
 
-from nomad_rkt_driver.config.plugin import PluginConfig
-from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2, recoverable_error_pb2
+from nomad_rkt_driver.protocol.gen import driver_pb2, recoverable_error_pb2
 from tests.baoserver import ROOT_TOKEN, BaoServer, start
 from tests.imagebuild import busybox_image
-from tests.integration.driver.conftest import CGROUP_PARENT, encode, make_alloc, task_config
+from tests.integration.driver.conftest import make_alloc, set_config, task_config
 from tests.protocol.plugin import Plugin, launch, nomad_env
 from tests.registryserver import PASSWORD, USERNAME, RegistryServer
 from tests.unit.images.test_sigstore_producer import Cosign
@@ -38,12 +37,7 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
 
 def start_plugin(data_dir: Path, **config: Any) -> Plugin:
     running = launch(nomad_env())
-    running.base.SetConfig(
-        base_pb2.SetConfigRequest(
-            msgpack_config=encode(PluginConfig, data_dir=str(data_dir), cgroup_parent=CGROUP_PARENT, **config),
-            plugin_api_version="v0.1.0",
-        )
-    )
+    set_config(running, data_dir, **config)
     return running
 
 
