@@ -49,9 +49,10 @@ from nomad_rkt_driver.images.reference import (
     parse_reference,
 )
 from nomad_rkt_driver.images.registry import RegistryClient
-from nomad_rkt_driver.images.signatures import verify_image
+from nomad_rkt_driver.images.signatures import Evidence, Verified, verify_evidence, verify_image
+from nomad_rkt_driver.images.sigstore import SignatureRefused
 from nomad_rkt_driver.images.store import BlobNotFound, ImagePin, ImageRecord, Store
-from nomad_rkt_driver.images.trust import name_prefixes
+from nomad_rkt_driver.images.trust import SigstoreTrust, name_prefixes
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[PullProgress], None]
@@ -250,9 +251,14 @@ class Images:
         """Verify (unless ``image`` is off) and pull; returns the record and the verifying key file."""
         credentials = registry_credentials(ref.registry, task, plugin)
         signer = None
+        verified: Verified | None = None
         if "image" in off:
             log.warning("image %s: image signature verification has been disabled", ref)
         else:
+            trust = VaultBackedTrust(plugin)
+            kept = None if task.force_pull else self._kept_verified(ref, trust)
+            if kept is not None:
+                return kept[0], str(kept[1].signer.path)
             with RegistryClient(
                 ref.api_host,
                 insecure_http="http" in off,
@@ -260,7 +266,7 @@ class Images:
                 credentials=credentials,
                 timeout_s=min(float(plugin.pull_activity_timeout), float(task.image_pull_timeout)),
             ) as client:
-                verified = verify_image(client, ref, VaultBackedTrust(plugin))
+                verified = verify_image(client, ref, trust)
             signer = str(verified.signer.path)
             log.info(
                 "image %s: signature verified: digest %s signed by %s (trusted for %s)",
@@ -280,7 +286,46 @@ class Images:
             timeout_s=float(task.image_pull_timeout),
             progress=progress,
         )
+        if verified is not None and record.signature is None:
+            record = replace(record, signature=verified.evidence.to_json())
+            self.store.save_image(record.name, record)
         return record, signer
+
+    def _kept_verified(self, ref: DockerReference, trust: SigstoreTrust) -> tuple[ImageRecord, Verified] | None:
+        """A stored, complete pull of ``ref`` whose kept signature verifies with today's keys; no registry.
+
+        As docker's driver uses a present image unless ``force_pull``: a tag moved in the registry
+        since is not followed, but a key removed from the trust dir refuses the stored image here
+        (the registry is then asked, and decides).
+        """
+        if ref.digest is not None:
+            found = self.store.lookup_image(str(ref))
+            candidates = [found] if found is not None else []
+        else:
+            prefix = f"{ref}@"
+            candidates = [r for r in self.store.list_images() if r.name.startswith(prefix)]
+        for record in sorted(candidates, key=lambda r: r.pulled_at, reverse=True):
+            evidence = Evidence.from_json(record.signature) if record.signature else None
+            if evidence is None or evidence.digest != record.name.rpartition("@")[2]:
+                continue
+            self._pin_early(record.name)
+            try:
+                if not all(self.store.has_blob(d) for d in record.blobs):
+                    raise BlobNotFound(record.name)
+                verified = verify_evidence(replace(ref, digest=evidence.digest), evidence, trust)
+            except (BlobNotFound, SignatureRefused) as exc:
+                self._take_early_pin(None)
+                log.info("image %s: stored %s not used (%s); asking the registry", ref, record.name, exc)
+                continue
+            log.info(
+                "image %s: stored digest %s verified again with its kept signature by %s (no registry request; "
+                "force_pull = true asks the registry)",
+                ref,
+                evidence.digest,
+                verified.signer.path,
+            )
+            return record, verified
+        return None
 
 
 def gpg_keys_for(name: str, plugin: PluginConfig) -> list[TrustedGPGKey]:

@@ -14,6 +14,7 @@ says which of these failed, naming the image, the digest and the fix.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from dataclasses import dataclass
@@ -63,11 +64,47 @@ class SignedPayload:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """The signature that verified a digest, kept with the stored image to check it again offline."""
+
+    digest: str
+    layer_digest: str
+    payload: bytes
+    signature: bytes
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "digest": self.digest,
+                "layer": self.layer_digest,
+                "payload": base64.b64encode(self.payload).decode(),
+                "signature": base64.b64encode(self.signature).decode(),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Evidence | None:
+        """None for text that is not evidence (a damaged record is verified online again)."""
+        try:
+            doc = json.loads(text)
+            return cls(
+                str(doc["digest"]),
+                str(doc["layer"]),
+                base64.b64decode(doc["payload"], validate=True),
+                base64.b64decode(doc["signature"], validate=True),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
 class Verified:
-    """An accepted image: the digest the reference resolved to and the key that vouched for it."""
+    """An accepted image: the digest the reference resolved to, the key that vouched for it, and how."""
 
     digest: str
     signer: TrustedKey
+    evidence: Evidence
 
 
 def fetch_signatures(client: RegistryClient, repository: str, digest: str) -> list[SignedPayload] | None:
@@ -138,6 +175,24 @@ def verify_image(client: RegistryClient, ref: DockerReference, trust: SigstoreTr
     Raises ImageUnsigned, NoTrustedKeys, UntrustedSignature or SignatureMismatch (all
     SignatureRefused), InvalidPublicKey for a broken key file, or the registry client's errors.
     """
+    keys = _trusted_keys(ref, trust)
+    digest = resolve_digest(client, ref)
+    return _Check(ref, digest, trust).run(fetch_signatures(client, ref.repository, digest), keys)
+
+
+def verify_evidence(ref: DockerReference, evidence: Evidence, trust: SigstoreTrust) -> Verified:
+    """Check a stored image's kept signature again against today's keys, without the registry.
+
+    The same decision as :func:`verify_image` for the digest the signature was accepted for
+    (a key removed from the trust dir since then refuses the image); raises the same errors.
+    """
+    signed = [SignedPayload(evidence.layer_digest, evidence.payload, evidence.signature)]
+    if digest_of(evidence.payload, evidence.layer_digest.partition(":")[0]) != evidence.layer_digest:
+        signed = [SignedPayload(evidence.layer_digest, None, None, "the kept signature payload was altered")]
+    return _Check(ref, evidence.digest, trust).run(signed, _trusted_keys(ref, trust))
+
+
+def _trusted_keys(ref: DockerReference, trust: SigstoreTrust) -> list[TrustedKey]:
     keys = trust.keys_for(ref.name)
     if not keys:
         raise NoTrustedKeys(
@@ -146,8 +201,7 @@ def verify_image(client: RegistryClient, ref: DockerReference, trust: SigstoreTr
             f"sign it with cosign and put the public key at {trust.where_to_put(ref.name)}/<name>.pub (or under "
             f"a parent prefix, or root.d), or run it unverified with {OPT_OUT}"
         )
-    digest = resolve_digest(client, ref)
-    return _Check(ref, digest, trust).run(fetch_signatures(client, ref.repository, digest), keys)
+    return keys
 
 
 class _Check:
@@ -179,7 +233,9 @@ class _Check:
                     problem = self._claims_problem(item)
                     if problem is None:
                         log.debug("image %s: signature verified with %s (%s)", self.image, key.path, key.scope)
-                        return Verified(self.digest, key)
+                        return Verified(
+                            self.digest, key, Evidence(self.digest, item.layer_digest, item.payload, item.signature)
+                        )
                     mismatches.append(f"{problem} (signed by {key.path})")
         if mismatches:
             raise SignatureMismatch(

@@ -119,6 +119,7 @@ class ImageRecord:
     manifest_media_type: str = ""
     index_digest: str | None = None
     kind: str = "oci"
+    signature: str | None = None  # the cosign signature that verified it, kept to verify it again offline
 
     def to_json(self) -> bytes:
         data = asdict(self)

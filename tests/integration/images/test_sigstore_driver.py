@@ -76,3 +76,33 @@ def test_signed_image_starts_without_the_image_opt_out(
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     details = info.value.details() or ""
     assert "is not signed" in details and 'insecure_options = ["image"]' in details, details
+
+
+def test_a_stored_signed_image_restarts_without_the_registry_until_its_key_is_removed(
+    plugin: tuple[Plugin, Path], registry: RegistryServer, tmp_path: Path
+) -> None:
+    running, trust_dir = plugin
+    built = busybox_image(tmp_path / "layout", tag="v1")
+    registry.push(f"oci:{built.layout}:v1", "test/kept:v1")
+    cosign = Cosign(tmp_path / "cosign")
+    key = cosign.generate_key_pair("release")
+    cosign.sign_image(key, f"{registry.host}/test/kept@{_digest(f'{registry.host}/test/kept:v1')}")
+    key_file = trust_dir / "prefix.d" / registry.host / "test" / "release.pub"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_bytes(key.pem)
+
+    def run(name: str) -> driver_pb2.ExitResult:
+        config = task_config(make_alloc(tmp_path, name), f"{registry.host}/test/kept:v1", insecure_options=["http"])
+        running.driver.StartTask(driver_pb2.StartTaskRequest(task=config), timeout=120)
+        result = running.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=config.id), timeout=60).result
+        running.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=config.id, force=True), timeout=60)
+        return result
+
+    assert run("online").exit_code == 0
+    registry.close()  # Nomad restarts tasks while the registry is down: the stored, verified image serves
+    assert run("offline").exit_code == 0
+    key_file.unlink()  # a key no longer trusted refuses the stored image, registry or not
+    with pytest.raises(grpc.RpcError) as info:
+        run("untrusted")
+    details = info.value.details() or ""
+    assert "no sigstore public keys are trusted" in details, details
