@@ -49,7 +49,7 @@ def build(
         cwd=cfg.working_dir or image.working_dir or "/",
         uid=uid,
         gid=gid,
-        hostname=cfg.hostname or _hostname(task.name),
+        hostname=pod_hostname(task, cfg),
         readonly_rootfs=cfg.readonly_rootfs,
         binds=_binds(task) + _nomad_mounts(task.mounts) + _volumes(task, cfg, plugin, where) + _network_binds(network),
         devices=_nomad_devices(task) + _devices(cfg, plugin, where),
@@ -121,6 +121,11 @@ def _primary_gid(user: str, uid: int, lower_dirs: tuple[Path, ...]) -> int:
                     return int(fields[3])
             break
     return uid if not user.isdigit() else 0
+
+
+def pod_hostname(task: TaskRequest, cfg: TaskConfig) -> str:
+    """The task's ``hostname``, else the group network's (``network { hostname }``), else one from the task name."""
+    return cfg.hostname or task.network.hostname or _hostname(task.name)
 
 
 def _hostname(name: str) -> str:
@@ -270,7 +275,7 @@ def network_request(task: TaskRequest, cfg: TaskConfig, image: ImageDefaults, wh
     base = NetworkRequest(
         pod_id=pod_id_for(task.id),
         nets=cfg.net,
-        hostname=cfg.hostname or _hostname(task.name),
+        hostname=pod_hostname(task, cfg),
         dns=DnsConfig(cfg.dns_servers, cfg.dns_search_domains, cfg.dns_options),
         nomad_dns=DnsConfig(task.dns.servers, task.dns.searches, task.dns.options) if task.dns else None,
         extra_hosts=cfg.extra_hosts,

@@ -172,9 +172,11 @@ def test_two_tasks_share_a_group_netns(plugin: Plugin, image: str, tmp_path: Pat
             command="/bin/sh",
             args=[
                 "-c",
+                "hostname > /local/host; "
                 "for i in $(seq 50); do wget -q -O /local/page http://127.0.0.1:8080/ && exit 0; sleep 0.2; done",
             ],
         )
+        client.network_isolation_spec.hostsConfig.hostname = "web-group"  # the group's network { hostname }
         for config in (server, client):
             response = start(plugin, config)
             started.append(config.id)
@@ -182,6 +184,7 @@ def test_two_tasks_share_a_group_netns(plugin: Plugin, image: str, tmp_path: Pat
         result = plugin.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=client.id), timeout=60)
         assert result.result.exit_code == 0
         assert (client_alloc.dir / "client" / "local" / "page").read_text() == "hello server\n"
+        assert (client_alloc.dir / "client" / "local" / "host").read_text() == "web-group\n"
     finally:
         for task_id in started:
             destroy(plugin, task_id)
