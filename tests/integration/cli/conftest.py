@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -124,3 +125,12 @@ class PodNetwork:
         netns = {line.split()[0] for line in output("ip", "netns", "list").splitlines() if line.strip()}
         left = [f"netns {name}" for name in sorted(netns & {f"rkt-{pod}" for pod in self.pod_ids})]
         return left + [f"iptables {rule}" for rule in self.nat_rules()]
+
+
+def interrupt(proc: subprocess.Popen[str]) -> str:
+    """Ctrl-C a service runner as a user would; it must stop and clean up its tasks. Returns stdout."""
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "all tasks stopped and cleaned up" in out
+    return out

@@ -12,10 +12,8 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from tests.imagebuild import busybox_image
 from tests.integration.network.conftest import fetch
 from tests.registryserver import PASSWORD, USERNAME, RegistryServer
 
-from .conftest import ROOT, PodNetwork, output, run, start_runner, with_test_settings
+from .conftest import ROOT, PodNetwork, interrupt, output, run, start_runner, with_test_settings
 
 JOBS = ROOT / "jobs"
 
@@ -143,18 +141,8 @@ def test_cni_network_example_serves_through_a_named_bridge_network(cni_run: CniR
         assert pod.startswith("10.66.77."), f"the pod is not on bridge-net's subnet: {pod!r}"
         assert output("ip", "-o", "link", "show", "master", cni_run.bridge), "no pod interface on the bridge"
         assert any(f"{pod}:8080" in rule for rule in cni_run.pod.nat_rules()), "no portmap DNAT to the pod"
-        page = ""
-        while time.monotonic() < deadline and not page:
-            try:
-                with urllib.request.urlopen(address, timeout=2) as response:
-                    page = response.read().decode()
-            except OSError:
-                time.sleep(0.2)
-        assert "hello from a rkt pod" in page
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert "all tasks stopped and cleaned up" in out
+        assert "hello from a rkt pod" in fetch(address, max(1.0, deadline - time.monotonic()))
+        interrupt(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -293,10 +281,7 @@ def test_bridge_example_runs_both_tasks_in_nomads_group_bridge_network(group_bri
         assert probe.strip() == (
             "probe | reached httpd at 127.0.0.1:8080 in the shared namespace: <h1>hello from a rkt pod</h1>"
         ), probe
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert "all tasks stopped and cleaned up" in out
+        interrupt(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 from tests.imagebuild import Layer, build_image, busybox_layer
+from tests.integration.network.conftest import fetch
 from tests.registryserver import FaultProxy, RegistryServer
 
-from .conftest import CLI, ROOT, PodNetwork, run, start_runner
+from .conftest import CLI, ROOT, PodNetwork, interrupt, run, start_runner
 
 
 def job(path: Path, task_config: str, *, kind: str = "batch", extra: str = "") -> Path:
@@ -96,7 +97,6 @@ def test_bad_config_is_refused_before_anything_starts(workdir: Path) -> None:
 
 
 def test_web_job_serves_its_page_through_the_dynamic_port(workdir: Path) -> None:
-    import urllib.request
 
     pod = PodNetwork(workdir / "data")
     jobfile = workdir / "web.nomad.hcl"
@@ -113,18 +113,8 @@ def test_web_job_serves_its_page_through_the_dynamic_port(workdir: Path) -> None
                 address = line.split("-> ", 1)[1].strip()
         assert address.startswith("http://127.0.0.1:"), "the runner printed no address"
         assert pod.nat_rules(), "no NAT rules for the pod: the check for leftovers would prove nothing"
-        page = ""
-        while time.monotonic() < deadline and not page:
-            try:
-                with urllib.request.urlopen(address, timeout=2) as response:
-                    page = response.read().decode()
-            except OSError:
-                time.sleep(0.2)
-        assert "hello from a rkt pod" in page
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert "all tasks stopped and cleaned up" in out
+        assert "hello from a rkt pod" in fetch(address, max(1.0, deadline - time.monotonic()))
+        interrupt(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -37,6 +37,7 @@ def test_stats_have_each_process_of_the_pod(plugin: Plugin, image: str, tmp_path
     assert list(pids[init].memory.measured_fields) == [driver_pb2.MemoryUsage.RSS]
     assert driver_pb2.CPUUsage.PERCENT in pids[burner].cpu.measured_fields
     assert last.agg_resource_usage.cpu.percent >= pids[burner].cpu.percent * 0.8
-    # psutil, an independent reader of /proc, agrees on the idle init's resident memory
-    assert abs(pids[init].memory.rss - psutil.Process(init).memory_info().rss) <= 64 * 1024
+    # psutil, an independent reader of /proc, agrees on the idle init's resident memory (in bytes, not
+    # pages or KiB; the shell may have touched a few more pages since the sample)
+    assert abs(pids[init].memory.rss - psutil.Process(init).memory_info().rss) <= 512 * 1024
     destroy(plugin, config.id)
