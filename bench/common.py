@@ -1,9 +1,12 @@
-"""What every benchmark here shares: sample summaries and a description of the machine."""
+"""What every benchmark here shares: sample summaries, a description of the machine, the failure type, SIGTERM
+handling and where the JSON result goes."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import time
@@ -54,3 +57,23 @@ def machine(**tools: str) -> dict[str, Any]:
 def first_line(*cmd: str) -> str:
     """The first line a tool prints for its version."""
     return subprocess.run(list(cmd), capture_output=True, text=True, check=False).stdout.split("\n", 1)[0].strip()
+
+
+class BenchFailed(Exception):
+    """Something that must work did not (counts as a benchmark failure)."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt, so a benchmark's finally blocks clean up as on Ctrl-C."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def write_result(result: dict[str, Any], output: Path) -> None:
+    """The full result as JSON at ``output`` (its directory made if missing), and where it went."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nJSON written to {output}")

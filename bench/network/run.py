@@ -25,18 +25,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,26 +43,30 @@ sys.path.insert(0, str(REPO))
 
 import grpc  # noqa: E402
 
-from bench.common import first_line, machine, summary  # noqa: E402
-from bench.network.bare_cni import BarePod, CniError, rkt_default  # noqa: E402
-from bench.pods.run import (  # noqa: E402
-    CGROUP_PARENT,
-    Bench,
+from bench import podbench  # noqa: E402
+from bench.common import (  # noqa: E402
     BenchFailed,
-    encode,
+    first_line,
+    interrupt_on_sigterm,
+    machine,
+    summary,
+    write_result,
+)
+from bench.network.bare_cni import BarePod, CniError, rkt_default  # noqa: E402
+from bench.podbench import (  # noqa: E402
+    Bench,
     force_clean,
     mounts_under,
     netns_names,
     remove_cgroup_parent,
+    running_plugin,
 )
-from bench.pods.run import leftovers as pod_leftovers  # noqa: E402
-from nomad_rkt_driver.config.plugin import PluginConfig  # noqa: E402
+from bench.podbench import leftovers as pod_leftovers  # noqa: E402
 from nomad_rkt_driver.network.attach import NetworkRequest, PodNetworks  # noqa: E402
 from nomad_rkt_driver.network.netns import ipv6_problem  # noqa: E402
 from nomad_rkt_driver.network.ports import PortForward  # noqa: E402
-from nomad_rkt_driver.protocol.gen import base_pb2, driver_pb2  # noqa: E402
+from nomad_rkt_driver.protocol.gen import driver_pb2  # noqa: E402
 from tests.imagebuild import busybox_image  # noqa: E402
-from tests.protocol.plugin import Plugin, launch, nomad_env  # noqa: E402
 
 RESULT: Final = REPO / "bench" / "results" / "network.json"
 CNI_PATH: Final = "/usr/lib/cni"
@@ -115,12 +117,7 @@ def forward_to(port: int) -> PortForward:
 
 
 def attempt(work: Callable[[], object], failures: list[str]) -> None:
-    try:
-        work()
-    except (BenchFailed, CniError, grpc.RpcError, OSError, ValueError) as exc:
-        text = f"{exc.code()} {exc.details()}" if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call) else exc
-        failures.append(str(text))
-        print(f"FAILURE: {text}", file=sys.stderr)
+    podbench.attempt(work, failures, also=(CniError, ValueError))
 
 
 # -- cycle: network setup + teardown --------------------------------------------------------------
@@ -193,38 +190,6 @@ def cycle(work: Path, runs: int, dual: bool, ids: list[str], failures: list[str]
 # -- start: StartTask with a network --------------------------------------------------------------
 
 
-def set_config(plugin: Plugin, data_dir: Path, subnet: str, conf_dir: Path) -> None:
-    cores = [base_pb2.ClientTopologyCore(core_id=i, base_speed=2000) for i in range(os.cpu_count() or 1)]
-    values = {
-        "data_dir": str(data_dir),
-        "cgroup_parent": CGROUP_PARENT,
-        "default_network_subnet": subnet,
-        "cni_config_dir": str(conf_dir),
-    }
-    plugin.base.SetConfig(
-        base_pb2.SetConfigRequest(
-            msgpack_config=encode(PluginConfig, **values),
-            plugin_api_version="v0.1.0",
-            nomad_config=base_pb2.NomadConfig(
-                driver=base_pb2.NomadDriverConfig(Topology=base_pb2.ClientTopology(cores=cores))
-            ),
-        )
-    )
-
-
-@contextlib.contextmanager
-def running_plugin(data_dir: Path, subnet: str, conf_dir: Path) -> Iterator[Plugin]:
-    plugin = launch(nomad_env(NOMAD_RKT_LOG_LEVEL="info"))
-    try:
-        set_config(plugin, data_dir, subnet, conf_dir)
-        yield plugin
-    finally:
-        try:
-            plugin.shutdown()
-        finally:
-            plugin.kill()
-
-
 def networked_task(bench: Bench) -> driver_pb2.TaskConfig:
     config = bench.task(command="/bin/sleep", args=["3600"], net=["default"], ports=["http"])
     config.resources.ports.append(driver_pb2.PortMapping(label="http", value=free_port(), to=8080, host_ip="127.0.0.1"))
@@ -237,7 +202,7 @@ def start(work: Path, runs: int, ids: list[str], failures: list[str]) -> dict[st
     (work / "net.d").mkdir()
     bare_conf = rkt_default("benchbare", bare4, str(work / "bare-ipam"))
     samples: dict[str, list[float]] = {k: [] for k in ("ours_start", "ours_destroy", "bare_start", "bare_destroy")}
-    with running_plugin(work / "data", ours4, work / "net.d") as plugin:
+    with running_plugin(work / "data", default_network_subnet=ours4, cni_config_dir=str(work / "net.d")) as plugin:
         bench = Bench(plugin, work, work / "data", image)
         warm = networked_task(bench)
         bench.start_task(warm)  # imports and unpacks the image
@@ -278,7 +243,7 @@ def start(work: Path, runs: int, ids: list[str], failures: list[str]) -> dict[st
         samples["bare_start"].clear()
         samples["bare_destroy"].clear()
         for i in range(runs):
-            order = [ours, functools.partial(bare, str(i))]
+            order: list[Callable[[], None]] = [ours, functools.partial(bare, str(i))]
             for work_item in order if i % 2 == 0 else reversed(order):
                 attempt(work_item, failures)
             print(f"start run {i + 1}/{runs} done", file=sys.stderr, flush=True)
@@ -442,10 +407,6 @@ def report(result: dict[str, Any]) -> None:
         print(f"\n{len(result['failures'])} failure(s):", *result["failures"], sep="\n  ")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30, help="network setup+teardown pairs per family (default 30)")
@@ -461,7 +422,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("the network benchmark needs root (netns, CNI plugins, iptables, runc)", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     no_ipv6 = ipv6_problem()
     result: dict[str, Any] = {"runs": runs, "start_runs": start_runs, "loadavg_at_start": os.getloadavg()}
     if no_ipv6:
@@ -500,9 +461,7 @@ def main() -> int:
     )
     result["failures"] = failures
     report(result)
-    opts.output.parent.mkdir(parents=True, exist_ok=True)
-    opts.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nJSON written to {opts.output}")
+    write_result(result, opts.output)
     return 1 if failures else 0
 
 

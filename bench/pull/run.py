@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +36,14 @@ from typing import Any, Final
 REPO: Final = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.common import first_line, machine, summary  # noqa: E402
+from bench.common import (  # noqa: E402
+    BenchFailed,
+    first_line,
+    interrupt_on_sigterm,
+    machine,
+    summary,
+    write_result,
+)
 from nomad_rkt_driver.images.pull import Puller  # noqa: E402
 from nomad_rkt_driver.images.reference import DockerReference, parse_reference  # noqa: E402
 from nomad_rkt_driver.images.store import ImageRecord, Store  # noqa: E402
@@ -49,10 +54,6 @@ RESULT: Final = REPO / "bench" / "results" / "pull.json"
 GOAL_COLD_RATIO: Final = 1.0  # issue goal: a cold pull no slower than skopeo copy
 REPOSITORY: Final = "bench/big"
 TAG: Final = "v1"
-
-
-class BenchFailed(Exception):
-    """Something that must work did not (counts as a benchmark failure)."""
 
 
 # -- the image ----------------------------------------------------------------------------------
@@ -148,10 +149,6 @@ def running_registry(work: Path) -> Iterator[RegistryServer]:
         registry.close()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="measured runs of each pair (default 10)")
@@ -159,7 +156,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULT, help=f"JSON result (default {RESULT.relative_to(REPO)})")
     opts = parser.parse_args()
     runs, scale = (2, 0.25) if opts.quick else (opts.runs, 1.0)
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     load_at_start = os.getloadavg()
     failures: list[str] = []
     samples: dict[str, list[float]] = {
@@ -269,9 +266,7 @@ def main() -> int:
     result["machine"] = machine(skopeo=first_line("skopeo", "--version"), tar=first_line("tar", "--version"))
     result["failures"] = failures
     report(result)
-    opts.output.parent.mkdir(parents=True, exist_ok=True)
-    opts.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nJSON written to {opts.output}")
+    write_result(result, opts.output)
     return 1 if failures else 0
 
 
