@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     trust_add.add_argument("--plugin-config", type=Path, default=None)
     gc = sub.add_parser(
         "gc",
-        help="remove dangling pods (exited, lost, or of a runner that is gone) and pod networks without a pod",
+        help="remove dangling pods (exited, lost, or of a runner that is gone), pod networks without a pod, "
+        "group networks of a runner that is gone, and .deleting-* leftovers of a crashed removal",
     )
     gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
     gc.add_argument(

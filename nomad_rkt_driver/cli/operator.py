@@ -106,18 +106,23 @@ def pod_status(config: PluginConfig, pod_id: str, as_json: bool) -> int:
 
 
 def gc(config: PluginConfig, *, dry_run: bool, force: bool, as_json: bool = False) -> int:
-    """The operator's reconcile pass (no plugin needed); 1 when a removal failed."""
+    """The operator's reconcile pass (no plugin needed): dangling pods, orphan pod networks, group
+    networks of runners that are gone, removal leftovers; 1 when a removal failed."""
     from nomad_rkt_driver.driver.reconcile import judge_for_operator, plan, remove
     from nomad_rkt_driver.network.attach import PodNetworks
+    from nomad_rkt_driver.network.group import GroupNetworks
 
     pods = _pods(config)
     networks = PodNetworks(
         Path(config.data_dir) / "network", config.cni_path, config.cni_config_dir, config.default_network_subnet
     )
+    groups = GroupNetworks(Path(config.data_dir) / "network" / "groups", config.cni_path)  # as `run` makes them
     grace = float(config.gc.dangling_pods.creation_grace)
     report: list[dict[str, str]] = []
-    for decision in plan(pods, networks, lambda found: judge_for_operator(found, grace, force), grace):
+    decisions = plan(pods, networks, lambda found: judge_for_operator(found, grace, force), grace, groups=groups)
+    for decision in decisions:
         what = f"{decision.what} {decision.pod_id}: {decision.reason}"
+        # "pod" names the item of every kind (a pod id, a group network's namespace, a leftover's path)
         row = {"kind": decision.what, "pod": decision.pod_id, "reason": decision.reason}
         report.append(row)
         if not decision.remove or dry_run:
@@ -129,7 +134,7 @@ def gc(config: PluginConfig, *, dry_run: bool, force: bool, as_json: bool = Fals
                     file=sys.stderr,
                 )
             try:
-                remove(pods, networks, decision)
+                remove(pods, networks, decision, groups)
                 row["action"] = "removed"
             except (OSError, DriverError) as exc:
                 print(f"nomad-rkt-driver: could not remove {what}: {exc}", file=sys.stderr)

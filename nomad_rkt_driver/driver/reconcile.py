@@ -6,10 +6,15 @@ is older than ``creation_grace`` and this plugin has been up at least that long,
 its chance to recover the task after an agent restart. Running, exited and lost pods alike: a
 pod nobody claims is never waited for or destroyed by Nomad. A pod network is an *orphan* when
 its state has no pod (a crash between network setup and pod creation, or between pod removal and
-network teardown). Both are removed through the very teardown DestroyTask uses.
+network teardown). Both are removed through the very teardown DestroyTask uses. A *removal
+leftover* is a ``.deleting-*`` tree a crash left halfway through a pod's removal (runtime/aside.py);
+it is deleted once older than ``creation_grace``, never while this process is deleting it.
 
 The same judgement, minus what only a plugin knows (its claimed tasks), serves the operator's
-``nomad-rkt-driver gc``: it keeps running pods of the Nomad agent unless told ``--force``.
+``nomad-rkt-driver gc``: it keeps running pods of the Nomad agent unless told ``--force``. Only ``gc``
+also judges the *group networks* the local runner makes (network/group.py): they are the runner's,
+not the agent's, so the plugin's pass leaves them alone; ``gc`` tears down those whose runner
+process (pid and start time) is gone, with the runner's own teardown.
 
 The plugin's timer lives in reconciler.py; this module loads with its first pass.
 """
@@ -28,6 +33,7 @@ from nomad_rkt_driver.runtime.owners import Owner
 
 if TYPE_CHECKING:
     from nomad_rkt_driver.network.attach import PodNetworks
+    from nomad_rkt_driver.network.group import GroupNetworks, GroupState
     from nomad_rkt_driver.runtime.pods import Pods
 
 
@@ -43,8 +49,8 @@ class Found:
 
 @dataclass(frozen=True)
 class Decision:
-    what: str  # "pod" or "network"
-    pod_id: str
+    what: str  # "pod", "network", "group network" or "leftover"
+    pod_id: str  # the pod id; a group network's name; a leftover's path
     remove: bool
     reason: str
 
@@ -120,14 +126,41 @@ def judge_for_operator(found: Found, grace_s: float, force: bool) -> Decision:
     )
 
 
+def judge_group_network(state: GroupState, grace_s: float) -> Decision:
+    """``gc``'s verdict on a runner's group network: kept while its runner runs (pid and start time)."""
+    what = "group network"
+    if state.pid <= 0:  # an unreadable state file (its network is still torn down as far as it can be)
+        if state.age_s < grace_s:
+            return Decision(what, state.name, False, "its state names no owner, younger than creation_grace")
+        return Decision(what, state.name, True, "its state names no owner")
+    owner = Owner("runner", state.pid, state.started)
+    if owner.alive():
+        return Decision(what, state.name, False, f"it belongs to {owner.describe()}, which is running")
+    return Decision(what, state.name, True, f"{owner.describe()} is gone")
+
+
+def judge_leftover(path: Path, age_s: float, mounts: list[str], grace_s: float) -> Decision:
+    """A ``.deleting-*`` tree: deleted once older than the grace, never across a mount."""
+    if mounts:
+        return Decision("leftover", str(path), False, f"still has mounts {mounts}: unmount them first")
+    if age_s < grace_s:
+        return Decision("leftover", str(path), False, "younger than creation_grace (a removal may be under way)")
+    return Decision("leftover", str(path), True, "an unfinished pod removal (a crash)")
+
+
 def plan(
     pods: Pods,
     networks: PodNetworks,
     judge: Callable[[Found], Decision],
     grace_s: float,
     skip_networks: set[str] | None = None,
+    groups: GroupNetworks | None = None,
 ) -> list[Decision]:
-    """Decisions for every pod and every orphan network (blocking: reads the state dirs)."""
+    """Decisions for every pod, orphan network and removal leftover, and with ``groups`` (``gc`` only)
+    every group network of the runner (blocking: reads the state dirs)."""
+    from nomad_rkt_driver.runtime import aside
+    from nomad_rkt_driver.runtime.bundle import mounts_under
+
     found = survey(pods)
     decisions = [judge(f) for f in found]
     for pod_id, age in orphan_networks(networks, (f.pod_id for f in found)):
@@ -137,14 +170,28 @@ def plan(
             decisions.append(Decision("network", pod_id, False, "younger than creation_grace"))
         else:
             decisions.append(Decision("network", pod_id, True, "its pod does not exist"))
+    if groups is not None:
+        decisions += [judge_group_network(state, grace_s) for state in groups.states()]
+    for path, age in aside.leftovers([pods.state_dir / "pods"]):
+        decisions.append(judge_leftover(path, age, mounts_under(path), grace_s))
     return decisions
 
 
-def remove(pods: Pods, networks: PodNetworks, decision: Decision) -> None:
-    """Carry out a removal with DestroyTask's teardown (pod first, then its network)."""
+def remove(pods: Pods, networks: PodNetworks, decision: Decision, groups: GroupNetworks | None = None) -> None:
+    """Carry out a removal: a pod with DestroyTask's teardown (pod first, then its network), a group
+    network with the runner's teardown, a leftover with :func:`aside.collect`."""
     from nomad_rkt_driver.driver.tasks import remove_pod
+    from nomad_rkt_driver.runtime import aside
 
     if decision.what == "pod":
         remove_pod(pods, networks, decision.pod_id)
-    else:
+    elif decision.what == "network":
         networks.teardown(decision.pod_id)
+    elif decision.what == "group network":
+        if groups is None:
+            raise ValueError("a group network is removed only with the runner's GroupNetworks")
+        groups.destroy(decision.pod_id)
+    elif decision.what == "leftover":
+        aside.collect(Path(decision.pod_id))
+    else:
+        raise ValueError(f"unknown kind of removal {decision.what!r}")

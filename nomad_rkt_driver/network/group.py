@@ -24,18 +24,21 @@ allocation (``/run/netns/<alloc id>``), the CNI container id is the allocation i
 Teardown runs CNI DEL in reverse with the very config and result of ADD while the namespace still
 exists, then deletes the namespace and the state file. The state file (``<root>/<name>.json``) is
 written before anything is made, with the pid of the process that owns the network, so a network
-whose owner died can be found (:meth:`GroupNetworks.stale`) and torn down. What stays, as with
+whose owner died can be found (:meth:`GroupNetworks.stale`, and ``nomad-rkt-driver gc`` through
+:meth:`GroupNetworks.states`) and torn down; the owner is named by pid and /proc start time. What stays, as with
 Nomad: the bridge device, the ``NOMAD-ADMIN`` rule, and the shared chains of the firewall and
 portmap plugins (``CNI-FORWARD``, ``CNI-HOSTPORT-*``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,14 +159,31 @@ class GroupNetwork:
     ip: str = ""
 
 
-def _alive(pid: int) -> bool:
+def start_time(pid: int) -> int | None:
+    """The process's /proc start time in clock ticks; None when it is gone or a zombie. (The runtime
+    package's procs module knows this too, but network may not import runtime: sibling layers.)"""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        raw = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def _alive(pid: int, started: int) -> bool:
+    """The owner still runs: its pid exists with the start time the state recorded (0: pid alone)."""
+    now = start_time(pid) if pid > 0 else None
+    return now is not None and (started == 0 or now == started)
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """One group network's state file as found on disk: its owner (pid 0: unreadable) and age."""
+
+    name: str
+    pid: int
+    started: int
+    age_s: float
 
 
 class GroupNetworks:
@@ -198,9 +218,11 @@ class GroupNetworks:
         runtime_config: dict[str, Any] = {}
         if conf is not None and ports and _takes_ports(conf):
             runtime_config["portMappings"] = port_mappings(ports)
+        pid = os.getpid() if owner is None else owner
         state: dict[str, Any] = {
             "netns": name,
-            "pid": os.getpid() if owner is None else owner,
+            "pid": pid,
+            "started": start_time(pid) or 0,
             "conf": conf.to_json() if conf is not None else None,
             "ifname": IFNAME,
             "runtime_config": runtime_config,
@@ -250,16 +272,27 @@ class GroupNetworks:
         netns.delete(name)
         self._state_file(name).unlink(missing_ok=True)
 
-    def stale(self) -> list[str]:
-        """Group networks whose owning process is gone (a runner killed with SIGKILL)."""
-        found: list[str] = []
+    def states(self, now: float | None = None) -> list[GroupState]:
+        """Every group network with a state file here: its owner's pid and start time, and its age."""
+        now = time.time() if now is None else now
+        found: list[GroupState] = []
         if not self.root.is_dir():
             return found
         for path in sorted(self.root.glob("*.json")):
             try:
-                pid = int(json.loads(path.read_text()).get("pid") or 0)
-            except (OSError, ValueError, AttributeError):
-                pid = 0
-            if not pid or not _alive(pid):
-                found.append(path.name[: -len(".json")])
+                raw = json.loads(path.read_text())
+                pid, started = int(raw.get("pid") or 0), int(raw.get("started") or 0)
+                age = now - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # torn down meanwhile
+            except (OSError, ValueError, AttributeError, TypeError):
+                pid, started, age = 0, 0, 0.0
+                with contextlib.suppress(OSError):
+                    age = now - path.stat().st_mtime
+            found.append(GroupState(path.name[: -len(".json")], pid, started, age))
         return found
+
+    def stale(self) -> list[str]:
+        """Group networks whose owning process is gone (a runner killed with SIGKILL); pid and start
+        time are compared, so a reused pid does not keep a network."""
+        return [s.name for s in self.states() if not _alive(s.pid, s.started)]

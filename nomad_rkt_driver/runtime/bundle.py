@@ -16,12 +16,12 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from nomad_rkt_driver.errors import DriverError, FailedPrecondition, InvalidArgument
+from nomad_rkt_driver.runtime import aside
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,9 @@ def delete_bundle(path: Path) -> None:
         unmount(rootfs)
     if not path.exists():
         return
-    doomed = path.with_name(f".deleting-{path.name}-{uuid.uuid4().hex[:8]}")
     try:
-        os.rename(path, doomed)
-    except FileNotFoundError:
-        return
-    try:
-        shutil.rmtree(doomed)
+        aside.remove(path)
     except OSError as exc:
-        raise DriverError(f"cannot remove bundle {doomed}: {exc}; remove it by hand") from exc
+        raise DriverError(
+            f"cannot remove bundle {path}: {exc}; its renamed-aside copy is collected by the next reconcile pass"
+        ) from exc

@@ -17,16 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from signal import SIGKILL, SIGTERM
 from typing import Final
 
 from nomad_rkt_driver.errors import DriverError, FailedPrecondition, InvalidArgument, NotFound
-from nomad_rkt_driver.runtime import cgroupmove, cgroups, procs
+from nomad_rkt_driver.runtime import aside, cgroupmove, cgroups, procs
 from nomad_rkt_driver.runtime.bundle import create_bundle, delete_bundle, mounts_under
 from nomad_rkt_driver.runtime.monitor import MonitorPaths, read_exit_code, read_pid, spawn_monitor
 from nomad_rkt_driver.runtime.records import (
@@ -286,9 +284,4 @@ def _remove_tree(path: Path) -> None:
     """Rename ``path`` aside atomically and remove it; quiet when already gone."""
     if mounts_under(path):
         raise FailedPrecondition(f"{path} still has mounts {mounts_under(path)}; unmount them, then destroy again")
-    doomed = path.with_name(f".deleting-{path.name}-{uuid.uuid4().hex[:8]}")
-    try:
-        os.rename(path, doomed)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(doomed)
+    aside.remove(path)

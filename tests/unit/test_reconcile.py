@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from nomad_rkt_driver.driver.reconcile import Found, judge_for_operator, judge_for_plugin
+from nomad_rkt_driver.driver.reconcile import (
+    Found,
+    judge_for_operator,
+    judge_for_plugin,
+    judge_group_network,
+    judge_leftover,
+)
+from nomad_rkt_driver.network.group import GroupNetworks, GroupState
 from nomad_rkt_driver.runtime import owners, procs
 from nomad_rkt_driver.runtime.owners import Owner
 
@@ -79,3 +86,44 @@ def test_owner_marks_round_trip_and_name_the_runner(tmp_path: Path, dead_pid: in
     assert agent.kind == "agent" and agent.pid == os.getpid()
     (tmp_path / owners.OWNER_FILE).write_text("{not json")
     assert owners.read(tmp_path) is None
+
+
+def test_gc_keeps_a_live_runners_group_network_and_removes_a_dead_ones(dead_pid: int) -> None:
+    me, started = os.getpid(), procs.start_time(os.getpid()) or 0
+    kept = judge_group_network(GroupState("alloc-a", me, started, 0.0), GRACE)
+    assert not kept.remove and kept.what == "group network" and f"the runner pid {me}, which is running" in kept.reason
+    gone = judge_group_network(GroupState("alloc-b", dead_pid, 12345, 0.0), GRACE)
+    assert gone.remove and gone.reason == f"the runner pid {dead_pid} is gone", "no grace: the owner is known dead"
+    reused = judge_group_network(GroupState("alloc-c", me, started + 1, GRACE + 1), GRACE)
+    assert reused.remove, "a live pid that started at another time is not the runner"
+    assert not judge_group_network(GroupState("alloc-d", me, 0, 0.0), GRACE).remove, "old state: pid alone"
+
+
+def test_a_group_state_without_owner_goes_only_after_the_grace() -> None:
+    assert not judge_group_network(GroupState("x", 0, 0, GRACE - 1), GRACE).remove
+    assert judge_group_network(GroupState("x", 0, 0, GRACE + 1), GRACE).remove
+
+
+def test_group_states_carry_pid_and_start_time_and_stale_compares_both(tmp_path: Path, dead_pid: int) -> None:
+    root = tmp_path / "groups"
+    root.mkdir()
+    me, started = os.getpid(), procs.start_time(os.getpid()) or 0
+    (root / "live.json").write_text(f'{{"netns": "live", "pid": {me}, "started": {started}}}')
+    (root / "reused.json").write_text(f'{{"netns": "reused", "pid": {me}, "started": {started + 7}}}')
+    (root / "dead.json").write_text(f'{{"netns": "dead", "pid": {dead_pid}, "started": 5}}')
+    (root / "junk.json").write_text("{not json")
+    (root / "half.json.tmp").write_text("{}")  # a write in progress is no network
+    networks = GroupNetworks(root, ())
+    states = {s.name: s for s in networks.states()}
+    assert set(states) == {"live", "reused", "dead", "junk"}
+    assert (states["live"].pid, states["live"].started) == (me, started)
+    assert states["junk"].pid == 0 and 0 <= states["junk"].age_s < 60
+    assert networks.stale() == ["dead", "junk", "reused"]
+
+
+def test_leftovers_wait_for_the_grace_and_never_cross_a_mount(tmp_path: Path) -> None:
+    path = tmp_path / ".deleting-pod-1-abcd1234"
+    assert judge_leftover(path, GRACE + 1, [], GRACE).remove
+    assert not judge_leftover(path, GRACE - 1, [], GRACE).remove
+    mounted = judge_leftover(path, GRACE + 1, [f"{path}/rootfs"], GRACE)
+    assert not mounted.remove and "unmount" in mounted.reason
