@@ -21,12 +21,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from nomad_rkt_driver import procs
 from nomad_rkt_driver.cli.main import main as plugin_main
 from nomad_rkt_driver.config import decode
 from nomad_rkt_driver.driver import driver, imaging, podspec, sampler, stats, tasks
 from nomad_rkt_driver.images import store
 from nomad_rkt_driver.protocol import convert
-from nomad_rkt_driver.runtime import bundle, cgroupmove, cgroups, monitor, pods, procs, runc
+from nomad_rkt_driver.runtime import bundle, cgroupmove, cgroups, monitor, pods, runc
 
 TIMES: dict[str, list[tuple[float, float]]] = defaultdict(list)
 _LOCK = threading.Lock()

@@ -17,7 +17,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Executor
 from typing import Any, Final
 
-from nomad_rkt_driver.runtime import procs
+from nomad_rkt_driver import procs
 from nomad_rkt_driver.runtime.pods import PodLost, Pods
 from nomad_rkt_driver.types import ExitResult
 

@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from nomad_rkt_driver.runtime import procs
+from nomad_rkt_driver import procs
 from nomad_rkt_driver.runtime.cgroups import CgroupReader, CgroupStats
 
 

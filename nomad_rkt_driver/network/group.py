@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from nomad_rkt_driver import procs
 from nomad_rkt_driver.errors import FailedPrecondition
 from nomad_rkt_driver.network import cni, netns
 from nomad_rkt_driver.network.attach import _first_address, _takes_ports
@@ -159,23 +160,6 @@ class GroupNetwork:
     ip: str = ""
 
 
-def start_time(pid: int) -> int | None:
-    """The process's /proc start time in clock ticks; None when it is gone or a zombie. (The runtime
-    package's procs module knows this too, but network may not import runtime: sibling layers.)"""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-def _alive(pid: int, started: int) -> bool:
-    """The owner still runs: its pid exists with the start time the state recorded (0: pid alone)."""
-    now = start_time(pid) if pid > 0 else None
-    return now is not None and (started == 0 or now == started)
-
-
 @dataclass(frozen=True)
 class GroupState:
     """One group network's state file as found on disk: its owner (pid 0: unreadable) and age."""
@@ -222,7 +206,7 @@ class GroupNetworks:
         state: dict[str, Any] = {
             "netns": name,
             "pid": pid,
-            "started": start_time(pid) or 0,
+            "started": procs.start_time(pid) or 0,
             "conf": conf.to_json() if conf is not None else None,
             "ifname": IFNAME,
             "runtime_config": runtime_config,
@@ -295,4 +279,4 @@ class GroupNetworks:
     def stale(self) -> list[str]:
         """Group networks whose owning process is gone (a runner killed with SIGKILL); pid and start
         time are compared, so a reused pid does not keep a network."""
-        return [s.name for s in self.states() if not _alive(s.pid, s.started)]
+        return [s.name for s in self.states() if not procs.alive(s.pid, s.started)]

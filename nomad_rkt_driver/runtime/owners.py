@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from nomad_rkt_driver.runtime import procs
+from nomad_rkt_driver import procs
 
 OWNER_FILE: Final = "owner.json"
 RUNNER_ENV: Final = "NOMAD_RKT_RUNNER_PID"  # set by the runner for its plugin child: the runner's pid

@@ -23,8 +23,9 @@ from pathlib import Path
 from signal import SIGKILL, SIGTERM
 from typing import Final
 
+from nomad_rkt_driver import procs
 from nomad_rkt_driver.errors import DriverError, FailedPrecondition, InvalidArgument, NotFound
-from nomad_rkt_driver.runtime import aside, cgroupmove, cgroups, procs
+from nomad_rkt_driver.runtime import aside, cgroupmove, cgroups
 from nomad_rkt_driver.runtime.bundle import create_bundle, delete_bundle, mounts_under
 from nomad_rkt_driver.runtime.monitor import MonitorPaths, read_exit_code, read_pid, spawn_monitor
 from nomad_rkt_driver.runtime.records import (

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from nomad_rkt_driver import procs
 from nomad_rkt_driver.errors import DriverError, FailedPrecondition, NotFound
-from nomad_rkt_driver.runtime import procs
 
 log = logging.getLogger(__name__)
 

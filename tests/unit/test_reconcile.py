@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nomad_rkt_driver import procs
 from nomad_rkt_driver.driver.reconcile import (
     Found,
     judge_for_operator,
@@ -16,7 +17,7 @@ from nomad_rkt_driver.driver.reconcile import (
     judge_leftover,
 )
 from nomad_rkt_driver.network.group import GroupNetworks, GroupState
-from nomad_rkt_driver.runtime import owners, procs
+from nomad_rkt_driver.runtime import owners
 from nomad_rkt_driver.runtime.owners import Owner
 
 GRACE = 300.0

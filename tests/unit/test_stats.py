@@ -2,10 +2,10 @@ import pytest
 
 from nomad_rkt_driver.driver.sampler import PodSample
 from nomad_rkt_driver.driver.stats import CpuCounters, TaskUsage, cpu_usage
+from nomad_rkt_driver.procs import ProcessUsage
 from nomad_rkt_driver.protocol import convert
 from nomad_rkt_driver.protocol.gen import driver_pb2
 from nomad_rkt_driver.runtime.cgroups import CLOCK_TICKS_PER_S, CgroupStats, CpuStats
-from nomad_rkt_driver.runtime.procs import ProcessUsage
 from nomad_rkt_driver.types import Core, MemoryUsage, ResourceUsage, TaskStats, Topology
 
 TOPOLOGY = Topology(cores=(Core(0, 2000, 0, 0), Core(1, 2000, 0, 0)))  # 4000 MHz over 2 cores
