@@ -5,10 +5,19 @@ Networking is two steps: :func:`network_request` says what the pod's network mus
 group namespace, ``host``, ``none`` or CNI networks, and the resolved port forwards); the driver
 sets it up (network package) and passes the resulting Attachment to :func:`build`, which joins its
 namespace and bind-mounts its resolv.conf and hosts read-only.
+
+An ACI's isolators and ``supplementaryGIDs`` (images/acimanifest.py) apply with rkt's precedence,
+the job's settings winning over the image's (docs/security.md, "Image isolators"):
+capabilities start from the default set, which the image's retain-set replaces or its remove-set
+shrinks, then the task's ``cap_add``/``cap_drop`` apply; a retained capability outside the
+plugin's ``allow_caps`` is refused unless the task drops it. ``no-new-privileges`` stays on (an
+image may not switch it off); ``oom-score-adj`` 0..1000 is the default when neither the task nor
+Nomad sets one; Nomad's resources replace ``resource/*``; other isolators are logged, not applied.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import replace
@@ -18,14 +27,17 @@ from nomad_rkt_driver.config.plugin import PluginConfig
 from nomad_rkt_driver.config.task import TaskConfig, split_device, split_volume
 from nomad_rkt_driver.driver.insecure import expand
 from nomad_rkt_driver.errors import InvalidArgument, InvalidConfig
+from nomad_rkt_driver.images.acimanifest import CAPS_REMOVE, CAPS_RETAIN, NO_NEW_PRIVILEGES, OOM_SCORE_ADJ
 from nomad_rkt_driver.images.imageconfig import ImageDefaults
 from nomad_rkt_driver.network import ports
 from nomad_rkt_driver.network.attach import Attachment, NetworkRequest
 from nomad_rkt_driver.network.dns import DnsConfig
+from nomad_rkt_driver.runtime import security
 from nomad_rkt_driver.runtime.records import pod_id_for
 from nomad_rkt_driver.runtime.spec import Bind, Device, PodSpec, Resources, host_device
 from nomad_rkt_driver.types import Mount, NetworkMode, TaskRequest
 
+log = logging.getLogger(__name__)
 MIB = 1 << 20
 # Nomad's volume_mount propagation_mode values → OCI bind propagation ("" is Nomad's old default).
 PROPAGATION = {"": "rprivate", "private": "rprivate", "host-to-task": "rslave", "bidirectional": "rshared"}
@@ -42,6 +54,8 @@ def build(
 ) -> PodSpec:
     """The pod for one task; raises InvalidConfig naming the attribute when the job asks for too much."""
     uid, gid = _user(task.user or _image_user(image), lower_dirs, where)
+    base_caps = _image_caps(cfg, image, plugin, where)
+    _log_isolators(cfg, image, where)
     return PodSpec(
         pod_id=pod_id_for(task.id),
         args=_args(cfg, image, where),
@@ -49,16 +63,19 @@ def build(
         cwd=cfg.working_dir or image.working_dir or "/",
         uid=uid,
         gid=gid,
+        additional_gids=image.supplementary_gids,
         hostname=pod_hostname(task, cfg),
         readonly_rootfs=cfg.readonly_rootfs,
         binds=_binds(task) + _nomad_mounts(task.mounts) + _volumes(task, cfg, plugin, where) + _network_binds(network),
         devices=_nomad_devices(task) + _devices(cfg, plugin, where),
-        resources=_resources(task, cfg, plugin, where),
+        resources=_resources(task, cfg, plugin, where, image),
         nomad_cgroup=task.resources.cpuset_cgroup,
         netns=network.netns,
         privileged=_privileged(cfg, plugin, where),
         cap_add=_cap_add(cfg, plugin, where),
         cap_drop=tuple(_cap(c) for c in cfg.cap_drop),
+        base_caps=base_caps,
+        no_new_privileges=True,  # whatever the image says (see _log_isolators); privileged clears it
         insecure_options=tuple(sorted(expand(cfg.insecure_options))),
     )
 
@@ -233,7 +250,7 @@ def _devices(cfg: TaskConfig, plugin: PluginConfig, where: str) -> tuple[Device,
     return tuple(devices)
 
 
-def _resources(task: TaskRequest, cfg: TaskConfig, plugin: PluginConfig, where: str) -> Resources:
+def _resources(task: TaskRequest, cfg: TaskConfig, plugin: PluginConfig, where: str, image: ImageDefaults) -> Resources:
     res = task.resources
     limit = res.memory_limit_bytes or res.memory_max_mb * MIB or res.memory_mb * MIB
     reservation = res.memory_mb * MIB if res.memory_max_mb > res.memory_mb else 0
@@ -252,8 +269,14 @@ def _resources(task: TaskRequest, cfg: TaskConfig, plugin: PluginConfig, where: 
         cpuset_cpus=res.cpuset_cpus,
         pids_limit=cfg.pids_limit or plugin.pids_limit,
         # Always explicit: the task must not inherit the agent's own (often -1000) value.
-        oom_score_adj=cfg.oom_score_adj or res.oom_score_adj,
+        oom_score_adj=cfg.oom_score_adj or res.oom_score_adj or _image_oom(image),
     )
+
+
+def _image_oom(image: ImageDefaults) -> int:
+    """The image's oom-score-adj when it only raises the score (a negative one is the operator's call)."""
+    value = image.oom_score_adj
+    return value if value is not None and value > 0 else 0
 
 
 def _network_binds(network: Attachment) -> tuple[Bind, ...]:
@@ -325,3 +348,56 @@ def _cap_add(cfg: TaskConfig, plugin: PluginConfig, where: str) -> tuple[str, ..
                 f"{', '.join(sorted(allowed))} (the plugin config's allow_caps)",
             )
     return added
+
+
+def _image_caps(cfg: TaskConfig, image: ImageDefaults, plugin: PluginConfig, where: str) -> tuple[str, ...] | None:
+    """The set cap_add/cap_drop start from, from the image's capabilities isolator (None: the default set)."""
+    if image.caps_retain is None and not image.caps_remove:
+        return None
+    isolator, named = (
+        (CAPS_RETAIN, image.caps_retain) if image.caps_retain is not None else (CAPS_REMOVE, image.caps_remove)
+    )
+    unknown = [c for c in named if c not in security.CAP_BITS]
+    if unknown:
+        raise InvalidConfig(
+            where,
+            "image",
+            f"{cfg.image}: the image manifest's isolator {isolator} names {', '.join(unknown)}, which Linux does "
+            "not know; fix the image's manifest (names such as CAP_NET_BIND_SERVICE)",
+        )
+    if image.caps_retain is None:
+        return tuple(c for c in security.DEFAULT_CAPS if c not in image.caps_remove)
+    all_caps = cfg.privileged or security.insecure(expand(cfg.insecure_options), "capabilities")
+    allowed = {_cap(c) for c in plugin.allow_caps}
+    dropped = {_cap(c) for c in cfg.cap_drop}
+    if not all_caps and not {"ALL"} & (allowed | dropped):
+        refused = [c for c in image.caps_retain if c not in allowed and c not in dropped]
+        if refused:
+            short = ", ".join(f'"{c.removeprefix("CAP_")}"' for c in refused)
+            raise InvalidConfig(
+                where,
+                "image",
+                f"{cfg.image}: the image manifest's isolator {CAPS_RETAIN} asks for {', '.join(refused)}, which "
+                f"this client does not allow (the plugin config's allow_caps: {', '.join(sorted(allowed))}); an "
+                f'operator must add it to allow_caps in the agent\'s plugin "rkt" config, or the job can refuse it '
+                f"with cap_drop = [{short}]",
+            )
+    return image.caps_retain
+
+
+def _log_isolators(cfg: TaskConfig, image: ImageDefaults, where: str) -> None:
+    """One warning line for the image's isolators the pod does not apply; a debug line for resource ones."""
+    if image.resource_isolators:
+        log.debug(
+            "%s: image %s: isolators %s ignored: Nomad's resources set the pod's limits",
+            where,
+            cfg.image,
+            ", ".join(image.resource_isolators),
+        )
+    skipped = list(image.ignored_isolators)
+    if image.no_new_privileges is False:
+        skipped.append(f"{NO_NEW_PRIVILEGES}=false (kept on; privileged = true clears it)")
+    if image.oom_score_adj is not None and image.oom_score_adj < 0:
+        skipped.append(f"{OOM_SCORE_ADJ}={image.oom_score_adj} (below 0; set oom_score_adj in the job)")
+    if skipped:
+        log.warning("%s: image %s: isolators not applied by this driver: %s", where, cfg.image, "; ".join(skipped))

@@ -4,14 +4,24 @@ Checked, each error naming the manifest field: ``acKind`` (``ImageManifest``), `
 (semver), ``name`` (an AC Identifier), ``labels`` (unique AC Identifiers, not ``name``, and a
 valid ``os``/``arch`` pair), and in ``app``: ``exec``, ``user``/``group`` (required; names or
 numbers), ``workingDirectory`` (absolute), ``environment``, ``ports`` (AC Names, tcp/udp,
-1-65535, ``count`` >= 1 within range), ``mountPoints``, ``isolators`` (shape only) and
+1-65535, ``count`` >= 1 within range), ``mountPoints``, ``supplementaryGIDs``, ``isolators`` and
 ``eventHandlers``. ``dependencies`` and ``eventHandlers`` are refused as not supported, and so is
 a user or group given as an absolute path (rkt's "owner of this file" form).
 
 Defaults a pod takes from the manifest: ``exec`` (kept whole as the entrypoint), environment,
 working directory, user and group, and the ports **under their own names**, so a job's
 ``port_map { http = "http" }`` maps onto an ACI port named ``http``. Labels become the image
-labels. Isolators, mount points and supplementary GIDs are validated and not applied.
+labels. Supplementary GIDs, and these isolators (their values checked), go to the pod too, where
+the job's own settings win (driver/podspec.py decides):
+
+* ``os/linux/capabilities-retain-set`` / ``-remove-set`` (``{"set": ["CAP_..."]}``, not both);
+* ``os/linux/no-new-privileges`` (``true``/``false``);
+* ``os/linux/oom-score-adj`` (an integer, -1000..1000).
+
+``resource/cpu``, ``resource/memory`` and ``os/linux/cpu-shares`` are accepted and left to Nomad's
+resources (:attr:`ImageDefaults.resource_isolators`); any other name (seccomp sets, SELinux,
+AppArmor, ``resource/block-*``, ``resource/network-bandwidth``, unknown ones) is accepted and not
+applied (:attr:`ImageDefaults.ignored_isolators`). Mount points are validated and not applied.
 """
 
 from __future__ import annotations
@@ -37,6 +47,14 @@ VALID_OS_ARCH: Final = {
 }
 PORT_PROTOCOLS: Final = ("tcp", "udp")
 _MAX_PORT: Final = 65535
+_CAP_NAME: Final = re.compile(r"^CAP_[A-Z0-9_]+$")
+CAPS_RETAIN: Final = "os/linux/capabilities-retain-set"
+CAPS_REMOVE: Final = "os/linux/capabilities-remove-set"
+NO_NEW_PRIVILEGES: Final = "os/linux/no-new-privileges"
+OOM_SCORE_ADJ: Final = "os/linux/oom-score-adj"
+#: Isolators Nomad's own resources replace (Nomad schedules by them).
+RESOURCE_ISOLATORS: Final = ("resource/cpu", "resource/memory", "os/linux/cpu-shares")
+_OOM_RANGE: Final = 1000
 
 
 class InvalidACIManifest(InvalidArgument):
@@ -56,6 +74,18 @@ class ACIPort:
 
 
 @dataclass(frozen=True)
+class ACIIsolators:
+    """``app.isolators``, sorted into what the pod takes and what it leaves."""
+
+    caps_retain: tuple[str, ...] | None = None
+    caps_remove: tuple[str, ...] = ()
+    no_new_privileges: bool | None = None
+    oom_score_adj: int | None = None
+    resources: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ACIManifest:
     """The parts of an image manifest the driver uses."""
 
@@ -69,6 +99,8 @@ class ACIManifest:
     environment: dict[str, str] = field(default_factory=dict, hash=False)
     ports: tuple[ACIPort, ...] = ()
     has_app: bool = False
+    supplementary_gids: tuple[int, ...] = ()
+    isolators: ACIIsolators = field(default_factory=ACIIsolators)
 
     def defaults(self) -> ImageDefaults:
         """What a pod takes from this image unless the task overrides it."""
@@ -81,6 +113,13 @@ class ACIManifest:
             group=self.group,
             ports=tuple(sorted((NamedPort(p.name, p.port, p.protocol) for p in self.ports), key=lambda p: p.name)),
             labels=dict(self.labels),
+            caps_retain=self.isolators.caps_retain,
+            caps_remove=self.isolators.caps_remove,
+            no_new_privileges=self.isolators.no_new_privileges,
+            oom_score_adj=self.isolators.oom_score_adj,
+            supplementary_gids=self.supplementary_gids,
+            resource_isolators=self.isolators.resources,
+            ignored_isolators=self.isolators.ignored,
         )
 
 
@@ -214,8 +253,7 @@ class _Check:
             path = self.string(item, "path", required=True, prefix=f"app.mountPoints[{i}].")
             if not path.startswith("/"):
                 raise self.bad(f"app.mountPoints[{i}].path", f"{path!r} must be an absolute path")
-        for i, item in enumerate(self.objects(app.get("isolators"), "app.isolators")):
-            self.string(item, "name", required=True, prefix=f"app.isolators[{i}].")
+        isolators = self.isolators(app.get("isolators"))
         gids = app.get("supplementaryGIDs")
         if gids is not None and (not isinstance(gids, list) or not all(_is_int(g) and g >= 0 for g in gids)):
             raise self.bad("app.supplementaryGIDs", "must be a list of non-negative integers")
@@ -230,7 +268,55 @@ class _Check:
             environment=env,
             ports=self.ports(app.get("ports")),
             has_app=True,
+            supplementary_gids=tuple(gids or ()),
+            isolators=isolators,
         )
+
+    def isolators(self, value: object) -> ACIIsolators:
+        applied: dict[str, Any] = {}
+        resources: list[str] = []
+        ignored: list[str] = []
+        for i, item in enumerate(self.objects(value, "app.isolators")):
+            where = f"app.isolators[{i}]"
+            name = self.string(item, "name", required=True, prefix=f"{where}.")
+            raw = item.get("value")
+            if name in (CAPS_RETAIN, CAPS_REMOVE, NO_NEW_PRIVILEGES, OOM_SCORE_ADJ):
+                if name in applied:
+                    raise self.bad(f"{where}.name", f"isolator {name!r} appears twice")
+                applied[name] = self.isolator_value(name, raw, f"{where}.value")
+            elif name in RESOURCE_ISOLATORS:
+                resources.append(name)
+            else:
+                ignored.append(name)
+        if CAPS_RETAIN in applied and CAPS_REMOVE in applied:
+            raise self.bad(
+                "app.isolators", f"{CAPS_RETAIN} and {CAPS_REMOVE} cannot both be given (as rkt); keep one of them"
+            )
+        return ACIIsolators(
+            caps_retain=applied.get(CAPS_RETAIN),
+            caps_remove=applied.get(CAPS_REMOVE, ()),
+            no_new_privileges=applied.get(NO_NEW_PRIVILEGES),
+            oom_score_adj=applied.get(OOM_SCORE_ADJ),
+            resources=tuple(resources),
+            ignored=tuple(ignored),
+        )
+
+    def isolator_value(self, name: str, raw: object, where: str) -> Any:
+        if name == NO_NEW_PRIVILEGES:
+            if not isinstance(raw, bool):
+                raise self.bad(where, f"{name} must be true or false (got {raw!r})")
+            return raw
+        if name == OOM_SCORE_ADJ:
+            if not isinstance(raw, int) or isinstance(raw, bool) or not -_OOM_RANGE <= raw <= _OOM_RANGE:
+                raise self.bad(where, f"{name} must be an integer from -1000 to 1000 (got {raw!r})")
+            return raw
+        caps = raw.get("set") if isinstance(raw, dict) else None
+        if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
+            raise self.bad(where, f'{name} must be {{"set": ["CAP_...", ...]}}, a non-empty list of capability names')
+        for cap in caps:
+            if not _CAP_NAME.match(cap):
+                raise self.bad(where, f"{cap!r} is not a capability name such as CAP_NET_BIND_SERVICE")
+        return tuple(dict.fromkeys(caps))
 
     def ports(self, value: object) -> tuple[ACIPort, ...]:
         ports: list[ACIPort] = []

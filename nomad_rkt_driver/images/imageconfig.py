@@ -64,6 +64,14 @@ class ImageDefaults:
     stop_signal: str | None = None
     ports: tuple[NamedPort, ...] = ()
     labels: dict[str, str] = field(default_factory=dict, hash=False)
+    # From an ACI's app.isolators and app.supplementaryGIDs (acimanifest.py); OCI images set none.
+    caps_retain: tuple[str, ...] | None = None  # os/linux/capabilities-retain-set: the pod's base set
+    caps_remove: tuple[str, ...] = ()  # os/linux/capabilities-remove-set: taken from the default set
+    no_new_privileges: bool | None = None  # os/linux/no-new-privileges (None: not set)
+    oom_score_adj: int | None = None  # os/linux/oom-score-adj
+    supplementary_gids: tuple[int, ...] = ()
+    resource_isolators: tuple[str, ...] = ()  # resource/cpu, resource/memory, os/linux/cpu-shares: Nomad's win
+    ignored_isolators: tuple[str, ...] = ()  # accepted, not applied (seccomp sets, selinux, apparmor, ...)
 
     @property
     def exec(self) -> tuple[str, ...]:

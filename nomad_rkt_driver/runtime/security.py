@@ -159,19 +159,27 @@ def normalise_cap(name: str) -> str:
 
 
 def capability_set(
-    cap_add: Iterable[str], cap_drop: Iterable[str], *, all_caps: bool, host_caps: frozenset[str]
+    cap_add: Iterable[str],
+    cap_drop: Iterable[str],
+    *,
+    all_caps: bool,
+    host_caps: frozenset[str],
+    base: Iterable[str] | None = None,
 ) -> list[str]:
-    """The sorted capability list: defaults (or all the host has), plus cap_add, minus cap_drop.
+    """The sorted capability list: ``base`` (default: :data:`DEFAULT_CAPS`; all the host has when
+    ``all_caps``), plus cap_add, minus cap_drop.
 
-    ``ALL`` is allowed in both lists. Raises InvalidArgument when cap_add names a capability the
-    host (the runtime's bounding set, ``host_caps``) does not have.
+    ``base`` (e.g. an image's retain-set) is a bound, so what the host lacks is left out of it, as
+    of the defaults. ``ALL`` is allowed in both lists. Raises InvalidArgument when cap_add names a
+    capability the host (the runtime's bounding set, ``host_caps``) does not have.
     """
     added = {normalise_cap(c) for c in cap_add}
     dropped = {normalise_cap(c) for c in cap_drop}
     missing = sorted(added - host_caps - {"ALL"})
     if missing:
         raise InvalidArgument(f"cap_add {missing}: this host's runtime does not hold them; remove them from cap_add")
-    caps = set(host_caps) if all_caps or "ALL" in added else set(DEFAULT_CAPS) & host_caps
+    start = DEFAULT_CAPS if base is None else base
+    caps = set(host_caps) if all_caps or "ALL" in added else set(start) & host_caps
     caps |= added - {"ALL"}
     caps = set() if "ALL" in dropped else caps - dropped
     return sorted(caps)

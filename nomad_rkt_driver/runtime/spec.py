@@ -110,6 +110,7 @@ class PodSpec:
     privileged: bool = False
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
+    base_caps: tuple[str, ...] | None = None  # the set cap_add/cap_drop start from; None: security.DEFAULT_CAPS
     no_new_privileges: bool = True
     insecure_options: tuple[str, ...] = ()
     rlimits: tuple[Rlimit, ...] = ()
@@ -306,7 +307,9 @@ def namespaces_block(netns: str) -> list[dict[str, str]]:
 def security_blocks(spec: PodSpec, host_caps: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(process additions, linux additions): capabilities, no_new_privileges, masked paths, seccomp."""
     all_caps = spec.privileged or security.insecure(spec.insecure_options, "capabilities")
-    caps = security.capability_set(spec.cap_add, spec.cap_drop, all_caps=all_caps, host_caps=host_caps)
+    caps = security.capability_set(
+        spec.cap_add, spec.cap_drop, all_caps=all_caps, host_caps=host_caps, base=spec.base_caps
+    )
     process: dict[str, Any] = {
         "capabilities": security.capabilities_block(caps),
         "noNewPrivileges": spec.no_new_privileges and not spec.privileged,

@@ -1,5 +1,7 @@
 """StartTask through the real plugin process with ACI images: a gpg-signed local ACI runs without the
-``image`` opt-out and exits with its own code; an unsigned one is refused until the task opts out."""
+``image`` opt-out and exits with its own code; an unsigned one is refused until the task opts out; an
+ACI's capabilities retain-set and supplementaryGIDs are what the pod's process holds (read from its
+/proc/self/status), and a retained capability the plugin does not allow refuses the start."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from nomad_rkt_driver.images.keystore import Keystore
 from nomad_rkt_driver.protocol.gen import driver_pb2
+from nomad_rkt_driver.runtime.security import caps_from_mask
 from tests.acibuild import Signer, aci_manifest, build_aci, make_signer
 from tests.integration.driver.conftest import make_alloc, set_config, task_config
 from tests.protocol.plugin import Plugin
@@ -73,3 +76,49 @@ def test_unsigned_aci_is_refused_until_the_task_opts_out(plugin: Plugin, tmp_pat
         assert alloc.stdout.text() == "hello from the aci\n"
     finally:
         plugin.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=config.id, force=True), timeout=60)
+
+
+RETAIN = "os/linux/capabilities-retain-set"
+
+
+def test_aci_isolators_set_the_pods_capabilities_and_groups(plugin: Plugin, signer: Signer, tmp_path: Path) -> None:
+    manifest = aci_manifest()
+    manifest["app"]["exec"] = ["/bin/sh", "-c", "grep -E '^(CapEff|CapBnd|Groups):' /proc/self/status"]
+    manifest["app"]["supplementaryGIDs"] = [10, 27]
+    manifest["app"]["isolators"] = [
+        {"name": RETAIN, "value": {"set": ["CAP_NET_BIND_SERVICE", "CAP_CHOWN", "CAP_KILL"]}},
+        {"name": "resource/memory", "value": {"request": "8M", "limit": "8M"}},  # Nomad's resources win
+        {"name": "os/linux/apparmor-profile", "value": {"name": "unconfined"}},  # accepted, not applied
+    ]
+    built = build_aci(tmp_path / "images" / "caps.aci", manifest)
+    signer.sign(built.path)
+    alloc = make_alloc(tmp_path)
+    config = task_config(alloc, str(built.path), insecure_options=[], cap_drop=["KILL"])
+    plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=config), timeout=120)
+    try:
+        result = plugin.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=config.id), timeout=60)
+        assert result.result.exit_code == 0, alloc.stdout.text()
+        status = dict(line.split(":", 1) for line in alloc.stdout.text().splitlines())
+    finally:
+        plugin.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=config.id, force=True), timeout=60)
+    # the image's retain-set, less the task's cap_drop
+    assert caps_from_mask(status["CapEff"].strip()) == {"CAP_NET_BIND_SERVICE", "CAP_CHOWN"}
+    assert caps_from_mask(status["CapBnd"].strip()) == {"CAP_NET_BIND_SERVICE", "CAP_CHOWN"}
+    assert status["Groups"].split() == ["10", "27"]
+
+
+def test_aci_retaining_a_capability_the_plugin_does_not_allow_is_refused(
+    plugin: Plugin, signer: Signer, tmp_path: Path
+) -> None:
+    manifest = aci_manifest()
+    manifest["app"]["isolators"] = [{"name": RETAIN, "value": {"set": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}}]
+    built = build_aci(tmp_path / "images" / "admin.aci", manifest)
+    signer.sign(built.path)
+    alloc = make_alloc(tmp_path)
+    config = task_config(alloc, str(built.path), insecure_options=[])
+    with pytest.raises(grpc.RpcError) as info:
+        plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=config), timeout=120)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details() or ""
+    for needle in (str(built.path), RETAIN, "CAP_SYS_ADMIN", "allow_caps", 'cap_drop = ["SYS_ADMIN"]'):
+        assert needle in details, details
