@@ -7,15 +7,17 @@ and each ``-var NAME=VALUE`` in order. References (``var.name``, ``"${var.name}"
 one reference takes the variable's own type (a list stays a list), one inside a longer string
 is spliced in as text. ``$${`` is HCL's escape for a literal ``${``.
 
-Only plain references are evaluated: an expression that uses a variable together with a function
-or an operator is refused with a message saying so; ``${...}`` without ``var.`` (``NOMAD_*``,
-``attr.*``) is left for the runtime interpolation, as Nomad leaves it for the client.
+Expressions (``${var.port + 1}``, ``${upper(var.name)}``, ``c ? a : b``...) are evaluated by
+:mod:`nomad_rkt_driver.cli.hclexpr`, the one evaluator for job bodies, ``locals { }`` values and
+``validation { condition }`` rules; a construct it does not implement is refused naming it.
+``${...}`` without ``var.``/``local.`` (``NOMAD_*``, ``attr.*``) is left for the runtime
+interpolation, as Nomad leaves it for the client. ``validation`` rules are checked once every
+value is known; ``locals`` are evaluated in dependency order (a cycle is an error naming it).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -23,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from nomad_rkt_driver.cli.hclexpr import HclError, Scope, Unsupported, number_text, references, render
+
 ENV_PREFIX: Final = "NOMAD_VAR_"
 _NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
-_REFERENCE: Final = re.compile(rf"^var\.({_NAME})((?:\[[^\[\]]+\]|\.{_NAME})*)$")
-_STEP: Final = re.compile(rf"\[\s*(\"(?:[^\"\\]|\\.)*\"|-?\d+)\s*\]|\.({_NAME})")
-_USES_VAR: Final = re.compile(r"(?<![\w.])var\.")
 _PRIMITIVES: Final = ("string", "number", "bool", "any")
 _COLLECTIONS: Final = ("list", "set", "map")
 
@@ -102,12 +103,6 @@ def _infer(value: Any) -> VarType:
     return VarType("string")
 
 
-def _number_text(value: int | float) -> str:
-    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
-        return str(int(value))
-    return str(value)
-
-
 def convert(value: Any, kind: VarType | None, what: str) -> Any:
     """``value`` as type ``kind`` (HCL's safe conversions: "3" → 3, true → "true"); VariableError if impossible."""
     if kind is None or kind.kind == "any":
@@ -123,7 +118,7 @@ def convert(value: Any, kind: VarType | None, what: str) -> Any:
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, int | float):
-            return _number_text(value)
+            return number_text(value)
         if isinstance(value, str):
             return value
         raise refuse("string")
@@ -192,7 +187,9 @@ def declarations(data: dict[str, Any], where: str) -> dict[str, Variable]:
                 raise VariableError(f"{block}: expected a block")
             unknown = sorted(set(body) - {"type", "default", "description", "validation"})
             if unknown:
-                raise VariableError(f"{block}: unknown attribute {unknown[0]!r}; allowed: type, default, description")
+                raise VariableError(
+                    f"{block}: unknown attribute {unknown[0]!r}; allowed: type, default, description, validation"
+                )
             kind = parse_type(str(body["type"]), block) if "type" in body else None
             variable = Variable(name, kind, str(body.get("description", "")))
             if "default" in body:
@@ -277,124 +274,151 @@ def collect(declared: dict[str, Variable], inputs: VarInputs, where: str) -> dic
     return {name: v.value for name, v in declared.items()}
 
 
-# -- references -------------------------------------------------------------------------------
+# -- expressions, locals, validation ---------------------------------------------------------
 
 
-def _closing(text: str, start: int) -> int:
-    """Index of the ``}`` closing the ``${`` whose body starts at ``start`` (-1 when unclosed)."""
-    depth, i, quoted = 0, start, False
-    while i < len(text):
-        char = text[i]
-        if quoted:
-            if char == "\\":
-                i += 1
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            if depth == 0:
-                return i
-            depth -= 1
-        i += 1
-    return -1
+def _problem(exc: HclError, where: str) -> VariableError:
+    source = f"{exc.source} " if exc.source else ""
+    if isinstance(exc, Unsupported):
+        return VariableError(f"{where}: {source}is not supported by nomad-rkt-driver: {exc}")
+    return VariableError(f"{where}: {source.rstrip()}{': ' if source else ''}{exc}")
 
 
-def _follow(values: dict[str, Any], expr: str, where: str) -> Any:
-    match = _REFERENCE.match(expr)
-    assert match is not None
-    name, steps = match.group(1), match.group(2)
-    if name not in values:
-        raise VariableError(
-            f'{where}: reference to undeclared input variable "{name}"; declare it with variable "{name}" {{ }}'
-        )
-    value = values[name]
-    walked = f"var.{name}"
-    for step in _STEP.finditer(steps):
-        key: Any = step.group(2) if step.group(2) is not None else step.group(1)
-        if isinstance(key, str) and key.startswith('"'):
-            key = json.loads(key)
-        elif isinstance(key, str) and step.group(2) is None:
-            key = int(key)
-        try:
-            by_index = isinstance(value, list) and isinstance(key, int)
-            if by_index or (isinstance(value, dict) and isinstance(key, str)):
-                value = value[key]
-            else:
-                raise KeyError(key)
-        except (KeyError, IndexError):
-            raise VariableError(f"{where}: {walked} has no element {json.dumps(key)}") from None
-        walked += f"[{json.dumps(key)}]"
-    return value
-
-
-def _text_of(value: Any, expr: str, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return _number_text(value)
-    if isinstance(value, str):
-        return value
-    raise VariableError(f"{where}: ${{{expr}}} is a {type(value).__name__} and cannot be part of a string")
-
-
-def _substitute(text: str, values: dict[str, Any], where: str) -> Any:
-    if text.startswith("${") and _closing(text, 2) == len(text) - 1 and _REFERENCE.match(text[2:-1].strip()):
-        return _follow(values, text[2:-1].strip(), where)  # the whole string: the value keeps its type
-    pieces: list[str] = []
-    i = 0
-    while i < len(text):
-        if text.startswith("$${", i):
-            pieces.append("${")  # HCL's escape: the literal text, left for runtime interpolation
-            i += 3
-            continue
-        if not text.startswith("${", i):
-            pieces.append(text[i])
-            i += 1
-            continue
-        end = _closing(text, i + 2)
-        if end < 0:
-            pieces.append(text[i:])
-            break
-        expr = text[i + 2 : end].strip()
-        if _REFERENCE.match(expr):
-            pieces.append(_text_of(_follow(values, expr, where), expr, where))
-        elif _USES_VAR.search(expr):
-            raise VariableError(
-                f"{where}: ${{{expr}}} is not supported by nomad-rkt-driver: only plain references "
-                '(var.NAME, var.NAME[0], var.NAME["key"], var.NAME.attr) are evaluated, not functions or operators'
-            )
-        else:
-            pieces.append(text[i : end + 1])
-        i = end + 1
-    return "".join(pieces)
-
-
-def substitute(value: Any, values: dict[str, Any], where: str, at: str = "") -> Any:
-    """``value`` with every variable reference replaced (recursively in lists and maps).
+def substitute(value: Any, scope: Scope, where: str, at: str = "") -> Any:
+    """``value`` with every expression evaluated (recursively in lists and maps).
 
     ``at`` is the dotted path of ``value`` in the file, for messages (block bodies python-hcl2 wraps
     in one-element lists add no index).
     """
     if isinstance(value, str):
-        return _substitute(value, values, f"{where}: {at or 'value'}") if "${" in value else value
+        if "${" not in value and "%{" not in value:
+            return value
+        try:
+            return render(value, scope)
+        except HclError as exc:
+            raise _problem(exc, f"{where}: {at or 'value'}") from None
     if isinstance(value, list):
         if len(value) == 1 and isinstance(value[0], dict):
-            return [substitute(value[0], values, where, at)]
-        return [substitute(v, values, where, f"{at}[{i}]") for i, v in enumerate(value)]
+            return [substitute(value[0], scope, where, at)]
+        return [substitute(v, scope, where, f"{at}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: substitute(v, values, where, f"{at}.{k}" if at else str(k)) for k, v in value.items()}
+        return {k: substitute(v, scope, where, f"{at}.{k}" if at else str(k)) for k, v in value.items()}
     return value
 
 
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    return []
+
+
+def _locals_used(value: Any, where: str) -> set[str]:
+    used: set[str] = set()
+    for text in _strings(value):
+        if "${" in text:
+            try:
+                used |= {name for scope, name in references(text) if scope == "local"}
+            except HclError as exc:
+                raise _problem(exc, where) from None
+    return used
+
+
+def evaluate_locals(data: dict[str, Any], variables: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Every ``locals { }`` value, each evaluated after the locals it uses; a cycle is an error naming it."""
+    bodies: dict[str, Any] = {}
+    for block in data.get("locals") or []:
+        if not isinstance(block, dict):
+            raise VariableError(f"{where}: locals: expected a block of NAME = EXPRESSION")
+        for name, value in block.items():
+            if name in bodies:
+                raise VariableError(f'{where}: local value "{name}" is defined twice (locals are one namespace)')
+            bodies[name] = value
+    uses = {name: _locals_used(value, f"{where}: local.{name}") for name, value in bodies.items()}
+    values: dict[str, Any] = {}
+    scope = Scope(variables, values)
+    state: dict[str, str] = {}  # "busy" while its dependencies are evaluated, then "done"
+
+    def visit(name: str, chain: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "busy":
+            cycle = [*chain[chain.index(name) :], name]
+            raise VariableError(
+                f"{where}: locals refer to each other in a cycle: {' -> '.join(f'local.{n}' for n in cycle)}; "
+                "break it by computing one of them from variables only"
+            )
+        state[name] = "busy"
+        for used in sorted(uses[name]):
+            if used not in bodies:
+                raise VariableError(
+                    f'{where}: local.{name}: reference to undeclared local value "{used}"; '
+                    f"declare it in a locals {{ }} block"
+                )
+            visit(used, [*chain, name])
+        values[name] = substitute(bodies[name], scope, where, f"local.{name}")
+        state[name] = "done"
+
+    for name in bodies:
+        visit(name, [])
+    return values
+
+
+def _source_text(variable: Variable) -> str:
+    source = variable.source
+    if source == "env":
+        return f"{ENV_PREFIX}{variable.name} in the environment"
+    if source.startswith("file "):
+        return f"-var-file {source[5:]}"
+    return "the default" if source == "default" else source
+
+
+def validate(declared: Mapping[str, Variable], rules: Mapping[str, list[Any]], where: str) -> None:
+    """Each ``validation { condition, error_message }`` of each variable; the first failure is an error."""
+    scope = Scope({name: v.value for name, v in declared.items()})
+    for name, blocks in rules.items():
+        variable = declared[name]
+        for number, rule in enumerate(blocks, 1):
+            block = f'{where}: variable "{name}" validation'
+            if not isinstance(rule, dict) or set(rule) != {"condition", "error_message"}:
+                found = sorted(rule) if isinstance(rule, dict) else rule
+                raise VariableError(f"{block}: expected exactly condition and error_message, found {found}")
+            outcome = substitute(rule["condition"], scope, block, "condition")
+            if outcome not in (True, False, "true", "false"):
+                raise VariableError(
+                    f"{block}: condition must be true or false, it is {json.dumps(outcome)}; "
+                    "write a comparison such as var.x > 0"
+                )
+            if outcome in (True, "true"):
+                continue
+            message = substitute(rule["error_message"], scope, block, "error_message")
+            condition = str(rule["condition"])
+            if condition.startswith("${") and condition.endswith("}"):
+                condition = condition[2:-1]
+            raise VariableError(
+                f"{where}: Invalid value for variable: {message}\n"
+                f'  variable "{name}" = {json.dumps(variable.value)} (from {_source_text(variable)}) '
+                f"fails validation rule {number}: {condition}"
+            )
+
+
 def apply(data: dict[str, Any], where: str, inputs: VarInputs | None = None) -> dict[str, Any]:
-    """The parsed job file with its variables evaluated and their declarations removed."""
-    if "locals" in data:
-        raise VariableError(f"{where}: locals blocks are not supported by nomad-rkt-driver; use variable blocks")
+    """The parsed job file with its variables validated, its locals and expressions evaluated, and
+    the ``variable``/``locals`` blocks removed."""
     declared = declarations(data, where)
     values = collect(declared, inputs or VarInputs(), where)
-    rest = {k: v for k, v in data.items() if k != "variable"}
-    resolved: dict[str, Any] = substitute(rest, values, where)
+    rules = {
+        name: body.get("validation") or []
+        for entry in data.get("variable") or []
+        for name, raw in entry.items()
+        for body in [raw[0] if isinstance(raw, list) and len(raw) == 1 else raw]
+        if isinstance(body, dict)
+    }
+    validate(declared, {name: blocks for name, blocks in rules.items() if blocks}, where)
+    local_values = evaluate_locals(data, values, where)
+    rest = {k: v for k, v in data.items() if k not in ("variable", "locals")}
+    resolved: dict[str, Any] = substitute(rest, Scope(values, local_values), where)
     return resolved

@@ -143,9 +143,14 @@ def test_bad_flag_values_are_refused_naming_the_variable(tmp_path: Path, arg: st
 
 
 def test_references_we_cannot_evaluate_are_refused_not_passed_through(tmp_path: Path) -> None:
-    text = JOB.replace('"${var.nets[0]}"', '"${upper(var.registry)}"')
-    with pytest.raises(JobFileError, match=r"config\.args\[1\]: \$\{upper\(var.registry\)\} is not supported"):
+    text = JOB.replace('"${var.nets[0]}"', '"${uuidv5(var.registry)}"')
+    with pytest.raises(
+        JobFileError, match=r"config\.args\[1\]: \$\{uuidv5\(var.registry\)\} is not supported.*function uuidv5\(\)"
+    ):
         load_job(write(tmp_path, text), VarInputs(env={}))
+    splat = JOB.replace('"${var.nets[0]}"', '"${var.nets[*]}"')
+    with pytest.raises(JobFileError, match=r"\$\{var.nets\[\*\]\} is not supported.*splat"):
+        load_job(write(tmp_path, splat), VarInputs(env={}))
     undeclared = JOB.replace("var.nets[0]", "var.networks[0]")
     with pytest.raises(JobFileError, match='undeclared input variable "networks"'):
         load_job(write(tmp_path, undeclared), VarInputs(env={}))
@@ -174,3 +179,108 @@ def test_types_and_conversions() -> None:
     assert convert(["a", "a", "b"], VarType("set", VarType("string")), "w") == ["a", "b"]
     with pytest.raises(VariableError):
         convert({"a": 1}, VarType("list", VarType("string")), "w")
+
+
+def test_expressions_in_the_job_body_are_evaluated(tmp_path: Path) -> None:
+    text = JOB.replace('"${var.nets[0]}"', '"${upper(var.labels.tier)}-${var.replicas * 2 + 1}"').replace(
+        '"debug=${var.debug}"', 'var.debug ? "-v" : "-q"'
+    )
+    job = load_job(write(tmp_path, text), VarInputs(args=("replicas=2",), env={}))
+    assert job.groups[0].tasks[0].config["args"][1:3] == ["WEB-5", "-q"]
+
+
+VALIDATED = """
+variable "port" {
+  type    = number
+  default = 8080
+  validation {
+    condition     = var.port > 1024 && var.port < 65536
+    error_message = "The port must be between 1025 and 65535, not ${var.port}."
+  }
+}
+variable "name" {
+  type    = string
+  default = "web"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*$", var.name))
+    error_message = "The name is lower-case letters, digits and dashes."
+  }
+  validation {
+    condition     = length(var.name) <= 8
+    error_message = "The name has at most 8 characters."
+  }
+}
+locals {
+  address = "${local.host}:${var.port}"
+  host    = "${var.name}.${local.domain}"
+}
+locals {
+  domain  = "example"
+  args    = concat(["--port", tostring(var.port)], var.port == 8080 ? ["--default"] : [])
+}
+job "j" {
+  group "g" {
+    task "t" {
+      driver = "rkt"
+      config {
+        image = "oci:x"
+        args  = local.args
+        dns_search_domains = ["${local.address}"]
+      }
+    }
+  }
+}
+"""
+
+
+def test_validation_rules_pass_and_fail_naming_the_variable_and_the_source(tmp_path: Path) -> None:
+    path = write(tmp_path, VALIDATED)
+    assert config(path, VarInputs(env={}))["args"] == ["--port", "8080", "--default"]
+    with pytest.raises(JobFileError) as info:
+        load_job(path, VarInputs(args=("port=80",), env={}))
+    message = str(info.value)
+    assert "Invalid value for variable: The port must be between 1025 and 65535, not 80." in message
+    assert 'variable "port" = 80 (from -var)' in message and "var.port > 1024 && var.port < 65536" in message
+    with pytest.raises(JobFileError, match=r'"name" = "Web" \(from NOMAD_VAR_name in the environment\).*rule 1'):
+        load_job(path, VarInputs(env={"NOMAD_VAR_name": "Web"}))
+    varfile = tmp_path / "v.hcl"
+    varfile.write_text('name = "webserver1"\n')
+    with pytest.raises(JobFileError, match=rf"(?s)at most 8 characters.*from -var-file {varfile}\).*rule 2"):
+        load_job(path, VarInputs(files=(varfile,), env={}))
+    bad_default = VALIDATED.replace("default = 8080", "default = 80")
+    with pytest.raises(JobFileError, match=r"= 80 \(from the default\)"):
+        load_job(write(tmp_path, bad_default), VarInputs(env={}))
+
+
+def test_validation_blocks_that_cannot_be_checked_are_errors(tmp_path: Path) -> None:
+    not_bool = VALIDATED.replace("var.port > 1024 && var.port < 65536", "var.port + 1")
+    with pytest.raises(JobFileError, match=r'variable "port" validation: condition must be true or false, it is 8081'):
+        load_job(write(tmp_path, not_bool), VarInputs(env={}))
+    unsupported = VALIDATED.replace("length(var.name) <= 8", 'alltrue([var.name != ""])')
+    with pytest.raises(JobFileError, match=r"condition: \$\{alltrue.*is not supported.*function alltrue\(\)"):
+        load_job(write(tmp_path, unsupported), VarInputs(env={}))
+    missing = VALIDATED.replace('    error_message = "The name has at most 8 characters."\n', "")
+    with pytest.raises(JobFileError, match="expected exactly condition and error_message"):
+        load_job(write(tmp_path, missing), VarInputs(env={}))
+
+
+def test_locals_are_evaluated_in_dependency_order(tmp_path: Path) -> None:
+    cfg = config(write(tmp_path, VALIDATED), VarInputs(args=("port=9000", "name=api"), env={}))
+    assert cfg["dns_search_domains"] == ["api.example:9000"]  # address uses host, which uses domain
+    assert cfg["args"] == ["--port", "9000"]
+
+
+def test_locals_cycles_undeclared_and_duplicates_are_errors_naming_them(tmp_path: Path) -> None:
+    cycle = VALIDATED.replace('domain  = "example"', "domain  = local.address")
+    with pytest.raises(JobFileError, match=r"cycle: local\.address -> local\.host -> local\.domain -> local\.address"):
+        load_job(write(tmp_path, cycle), VarInputs(env={}))
+    undeclared = VALIDATED.replace("local.domain}", "local.domian}")
+    with pytest.raises(JobFileError, match=r'local\.host: reference to undeclared local value "domian"'):
+        load_job(write(tmp_path, undeclared), VarInputs(env={}))
+    twice = VALIDATED.replace('domain  = "example"', 'domain  = "example"\n  host = "x"')
+    with pytest.raises(JobFileError, match='local value "host" is defined twice'):
+        load_job(write(tmp_path, twice), VarInputs(env={}))
+    in_job = VALIDATED.replace("args  = local.args", "args  = local.argv")
+    undeclared_in_job = r'config\.args: \$\{local\.argv\}: reference to undeclared local value "argv"'
+    with pytest.raises(JobFileError, match=undeclared_in_job):
+        load_job(write(tmp_path, in_job), VarInputs(env={}))

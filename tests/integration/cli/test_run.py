@@ -145,6 +145,46 @@ def test_variables_from_flags_files_and_env(workdir: Path) -> None:
     assert validated.returncode == 0 and "vars.nomad.hcl: ok" in validated.stdout
 
 
+def test_validation_rules_and_locals_through_run_and_validate(workdir: Path) -> None:
+    body = job(workdir / "body.hcl", 'command = "/bin/echo"\nargs = local.args').read_text()
+    jobfile = workdir / "checked.nomad.hcl"
+    jobfile.write_text(
+        """variable "port" {
+  type    = number
+  default = 8080
+  validation {
+    condition     = var.port > 1024 && var.port <= 65535
+    error_message = "The port must be above 1024, not ${var.port}."
+  }
+}
+locals {
+  greeting = "${upper(local.who)} on ${var.port % 1000 == 80 ? "the usual port" : "port ${var.port}"}"
+  who      = "hello"
+  args     = [local.greeting, "from ${NOMAD_TASK_NAME}"]
+}
+"""
+        + body
+    )
+    done = run(workdir, jobfile)
+    assert done.returncode == 0, done.stderr
+    assert "t | HELLO on the usual port from t" in done.stdout
+    refused = run(workdir, jobfile, "-var", "port=80")
+    assert refused.returncode == 1 and "t | " not in refused.stdout
+    assert "Invalid value for variable: The port must be above 1024, not 80." in refused.stderr
+    assert 'variable "port" = 80 (from -var)' in refused.stderr
+    env = dict(os.environ, NOMAD_VAR_port="99999")
+    from_env = subprocess.run([CLI, "validate", str(jobfile)], capture_output=True, text=True, timeout=60, env=env)
+    assert from_env.returncode == 1 and "(from NOMAD_VAR_port in the environment)" in from_env.stderr
+    ok = subprocess.run(
+        [CLI, "validate", str(jobfile), "-var", "port=9090"], capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0 and "checked.nomad.hcl: ok" in ok.stdout, ok.stderr
+    jobfile.write_text(jobfile.read_text().replace('who      = "hello"', "who      = local.greeting"))
+    cycle = subprocess.run([CLI, "validate", str(jobfile)], capture_output=True, text=True, timeout=60)
+    assert cycle.returncode == 1
+    assert "cycle: local.greeting -> local.who -> local.greeting" in cycle.stderr
+
+
 PROGRESS = re.compile(
     r"^t: pulling (?P<image>\S+): (?P<done>\d+)/(?P<total>\d+) layers, [\d.]+/[\d.]+ MB, [\d.]+ MB/s$"
 )
