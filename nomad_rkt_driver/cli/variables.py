@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from nomad_rkt_driver.cli.hclexpr import HclError, Scope, Unsupported, number_text, references, render
+from nomad_rkt_driver.cli.hclexpr import Scope, references, render
+from nomad_rkt_driver.cli.hclfuncs import HclError, Unsupported, number_text
 
 ENV_PREFIX: Final = "NOMAD_VAR_"
 _NAME = r"[A-Za-z_][A-Za-z0-9_-]*"

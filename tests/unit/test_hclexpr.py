@@ -1,4 +1,4 @@
-"""The HCL expression evaluator: each operator, precedence, templates, functions and errors."""
+"""The HCL expression evaluator (hclexpr + hclfuncs): each operator, precedence, templates, functions and errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from nomad_rkt_driver.cli.hclexpr import ExprError, HclError, Scope, Unsupported, evaluate, parse, references, render
+from nomad_rkt_driver.cli.hclexpr import Scope, evaluate, parse, references, render
+from nomad_rkt_driver.cli.hclfuncs import ExprError, HclError, Unsupported
 
 SCOPE = Scope(
     {
