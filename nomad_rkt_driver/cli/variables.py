@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from nomad_rkt_driver.cli.hclexpr import Scope, references, render
-from nomad_rkt_driver.cli.hclfuncs import HclError, Unsupported, number_text
+from nomad_rkt_driver.cli.hclfuncs import ExprError, HclError, Unsupported, to_string
 
 ENV_PREFIX: Final = "NOMAD_VAR_"
 _NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
@@ -116,13 +116,10 @@ def convert(value: Any, kind: VarType | None, what: str) -> Any:
         )
 
     if kind.kind == "string":
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int | float):
-            return number_text(value)
-        if isinstance(value, str):
-            return value
-        raise refuse("string")
+        try:
+            return to_string(value)
+        except ExprError:
+            raise refuse("string") from None
     if kind.kind == "number":
         if isinstance(value, int | float) and not isinstance(value, bool):
             return value
