@@ -285,7 +285,11 @@ class TaskConfig:
         validate=_oom_score_adj,
     )
     no_overlay: bool = setting(False, "Copy the image layers into the pod instead of mounting overlayfs.")
-    force_pull: bool = setting(False, "Fetch the image's manifests again even if the image is stored.")
+    force_pull: bool = setting(
+        False,
+        "Ask the registry again even if the image is stored: fetch its manifests (and, unless insecure_options "
+        "has image, its signature) again; stored blobs are reused.",
+    )
     image_pull_timeout: Duration = setting(
         Duration(300.0), "How long pulling the image may take in all.", validate=_pull_timeout
     )
