@@ -86,14 +86,6 @@ class Attachment:
     ip6: str = ""  # the pod's IPv6 address beside ``ip`` ("" when none, or when ``ip`` is IPv6 itself)
 
 
-def _first_address(result: dict[str, Any], version: int) -> str:
-    for entry in result.get("ips") or []:
-        address = str(entry.get("address", "")).split("/")[0]
-        if address and (":" in address) == (version == 6):
-            return address
-    return ""
-
-
 def _check_free(forwards: Sequence[PortForward]) -> None:
     for fwd in forwards:
         kind = socket.SOCK_DGRAM if fwd.protocol == "udp" else socket.SOCK_STREAM
@@ -146,7 +138,7 @@ class PodNetworks:
     def setup(self, request: NetworkRequest, where: str) -> Attachment:
         """Make the pod's network; on any failure everything made so far is removed again."""
         confs = () if request.join else self.select(request.nets, where)
-        if confs and request.forwards and not any(_takes_ports(c) for c in confs):
+        if confs and request.forwards and not any(c.takes_ports for c in confs):
             raise InvalidConfig(
                 where,
                 "net",
@@ -183,7 +175,7 @@ class PodNetworks:
             mapped = False
             for index, conf in enumerate(confs):
                 runtime_config: dict[str, Any] = {}
-                if not mapped and _takes_ports(conf):
+                if not mapped and conf.takes_ports:
                     runtime_config["portMappings"] = [f.as_cni() for f in request.forwards]
                     mapped = True
                 state["networks"].append(
@@ -202,8 +194,8 @@ class PodNetworks:
             Interface(
                 e["conf"]["name"],
                 e["ifname"],
-                _first_address(e["result"] or {}, 4),
-                _first_address(e["result"] or {}, 6),
+                cni.first_address(e["result"] or {}, 4),
+                cni.first_address(e["result"] or {}, 6),
             )
             for e in state["networks"]
         )
@@ -277,13 +269,9 @@ class PodNetworks:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _takes_ports(conf: conflist.NetworkConf) -> bool:
-    return any(isinstance(p.get("capabilities"), dict) and p["capabilities"].get("portMappings") for p in conf.plugins)
-
-
 def _check_ipv6(confs: tuple[conflist.NetworkConf, ...], forwards: Sequence[PortForward], where: str) -> None:
     """IPv6 host ports need an IPv6 pod network; IPv6 networks need a host with IPv6 (checked before anything)."""
-    ported = next((c for c in confs if _takes_ports(c)), None)
+    ported = next((c for c in confs if c.takes_ports), None)
     for fwd in forwards:
         if ported is not None and ":" in fwd.host_ip and not conflist.wants_ipv6(ported):
             fix = (

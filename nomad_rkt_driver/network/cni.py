@@ -150,6 +150,15 @@ def add_list(
     return result or {}
 
 
+def first_address(result: dict[str, Any], version: int) -> str:
+    """The first IPv``version`` address (without prefix length) of a CNI result; "" when none."""
+    for entry in result.get("ips") or []:
+        address = str(entry.get("address", "")).split("/")[0]
+        if address and (":" in address) == (version == 6):
+            return address
+    return ""
+
+
 def _has_prev_result(cni_version: str) -> bool:
     parts = cni_version.split(".")
     try:

@@ -42,6 +42,13 @@ class NetworkConf:
     def from_json(cls, data: dict[str, Any]) -> NetworkConf:
         return cls(str(data["name"]), str(data["cniVersion"]), tuple(data["plugins"]), str(data.get("source", "")))
 
+    @property
+    def takes_ports(self) -> bool:
+        """Whether a plugin of this network forwards ports (declares the portMappings capability)."""
+        return any(
+            isinstance(p.get("capabilities"), dict) and p["capabilities"].get("portMappings") for p in self.plugins
+        )
+
 
 def default_network(subnet: str, ipam_dir: str, subnet6: str = "") -> NetworkConf:
     """rkt's default network: ptp + host-local (leases under ``ipam_dir``) + ipMasq, then portmap;

@@ -47,7 +47,6 @@ from typing import Any, Final
 from nomad_rkt_driver import procs
 from nomad_rkt_driver.errors import FailedPrecondition
 from nomad_rkt_driver.network import cni, netns
-from nomad_rkt_driver.network.attach import _first_address, _takes_ports
 from nomad_rkt_driver.network.conflist import NetworkConf
 
 NETWORK_NAME: Final = "nomad"
@@ -200,7 +199,7 @@ class GroupNetworks:
                     f"{', '.join(self.cni_path)} (the plugin config's cni_path); {cni.INSTALL_HINT}"
                 )
         runtime_config: dict[str, Any] = {}
-        if conf is not None and ports and _takes_ports(conf):
+        if conf is not None and ports and conf.takes_ports:
             runtime_config["portMappings"] = port_mappings(ports)
         pid = os.getpid() if owner is None else owner
         state: dict[str, Any] = {
@@ -223,7 +222,7 @@ class GroupNetworks:
             self._save(name, state)
             state["result"] = cni.add_list(conf.name, conf.cni_version, conf.plugins, call, runtime_config)
             self._save(name, state)
-            return GroupNetwork(name, path, _first_address(state["result"], 4))
+            return GroupNetwork(name, path, cni.first_address(state["result"], 4))
         except BaseException:
             try:
                 self.destroy(name)

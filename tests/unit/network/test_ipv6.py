@@ -15,7 +15,7 @@ from nomad_rkt_driver.config.decode import decode_msgpack
 from nomad_rkt_driver.config.fields import settings
 from nomad_rkt_driver.config.plugin import WHERE, PluginConfig
 from nomad_rkt_driver.errors import FailedPrecondition, InvalidConfig
-from nomad_rkt_driver.network import attach, conflist, netns
+from nomad_rkt_driver.network import cni, conflist, netns
 from nomad_rkt_driver.network.attach import NetworkRequest, PodNetworks
 from nomad_rkt_driver.network.dns import hosts
 from nomad_rkt_driver.network.ports import PortForward
@@ -121,9 +121,9 @@ def test_ipv6_host_port_needs_an_ipv6_pod_network(tmp_path: Path) -> None:
 
 def test_address_for_nomad_prefers_ipv4_and_keeps_ipv6() -> None:
     dual = {"ips": [{"address": "fd52::2/64"}, {"address": "10.1.0.2/24"}]}
-    assert attach._first_address(dual, 4) == "10.1.0.2"
-    assert attach._first_address(dual, 6) == "fd52::2"
-    assert attach._first_address({"ips": [{"address": "10.1.0.2/24"}]}, 6) == ""
+    assert cni.first_address(dual, 4) == "10.1.0.2"
+    assert cni.first_address(dual, 6) == "fd52::2"
+    assert cni.first_address({"ips": [{"address": "10.1.0.2/24"}]}, 6) == ""
 
 
 def test_hosts_file_lists_both_addresses() -> None:
